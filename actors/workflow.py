@@ -1,0 +1,67 @@
+"""WorkflowActor: one workflow run's lease, transaction and failure handling.
+
+A workflow actor is a unit of state and failure, not a thread: it runs on
+the thread that holds its lease (the caller's thread for sync callers, the
+connection actor's thread for asyncio callers), so a workflow costs no
+thread hand-off beyond the one needed to leave an event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from .errors import ConnectionLost
+from .protocols import Driver
+from .supervisor import Lease
+
+__all__ = ["WorkflowActor"]
+
+T = TypeVar("T")
+
+
+class WorkflowActor:
+    """Runs one unit of work on one leased connection, in one transaction."""
+
+    __slots__ = ("driver", "lease")
+
+    def __init__(self, driver: Driver, lease: Lease) -> None:
+        self.driver = driver
+        self.lease = lease
+
+    def run(self, body: Callable[[Any], T], *, transactional: bool = True) -> T:
+        """Run ``body(connection)`` inside a transaction; commit, or roll back and re-raise.
+
+        With ``transactional=False`` the body is a single statement that the
+        database commits by itself, and no BEGIN/COMMIT round trips are spent.
+        A driver error that means the connection is gone is re-raised as
+        :class:`ConnectionLost` (the driver's error chained) and the lease is
+        marked broken so the supervisor replaces the connection.
+        """
+        driver = self.driver
+        conn = self.lease.connection
+        try:
+            if transactional:
+                driver.begin(conn)
+            result = body(conn)
+        except BaseException as exc:
+            self._abort(conn, exc)
+            raise
+        if transactional:
+            try:
+                driver.commit(conn)
+            except BaseException as exc:
+                self._abort(conn, exc)
+                raise
+        return result
+
+    def _abort(self, conn: Any, exc: BaseException) -> None:
+        # Returns to let the caller re-raise ``exc``, or raises ConnectionLost.
+        if self.driver.is_disconnect(exc):
+            self.lease.mark_broken()
+            raise ConnectionLost("the connection was lost") from exc
+        try:
+            self.driver.rollback(conn)
+        except Exception as rollback_exc:
+            self.lease.mark_broken()
+            if self.driver.is_disconnect(rollback_exc):
+                raise ConnectionLost("the connection was lost while rolling back") from exc

@@ -1,0 +1,56 @@
+"""DataFlow: a workflow-native database framework on an actor engine.
+
+Installed as the distribution ``dataflow-actors``; imported as ``dataflow``.
+"""
+
+from ._engine import DataFlow
+from .errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    DatabaseError,
+    DataFlowError,
+    EngineError,
+    FeatureNotAvailableError,
+    IntegrityError,
+    ModelError,
+    NodeParameterError,
+    NotFoundError,
+    OperationalError,
+    PoolTimeoutError,
+    ProgrammingError,
+    TenantRequiredError,
+    TransientError,
+    UnknownNodeError,
+    WorkflowConnectionError,
+    WorkflowError,
+    WorkflowFailed,
+)
+from .runtime import AsyncLocalRuntime, LocalRuntime
+from .workflow import Workflow, WorkflowBuilder
+
+__all__ = [
+    "AsyncLocalRuntime",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "DataFlow",
+    "DataFlowError",
+    "DatabaseError",
+    "EngineError",
+    "FeatureNotAvailableError",
+    "IntegrityError",
+    "LocalRuntime",
+    "ModelError",
+    "NodeParameterError",
+    "NotFoundError",
+    "OperationalError",
+    "PoolTimeoutError",
+    "ProgrammingError",
+    "TenantRequiredError",
+    "TransientError",
+    "UnknownNodeError",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowConnectionError",
+    "WorkflowError",
+    "WorkflowFailed",
+]

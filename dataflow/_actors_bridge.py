@@ -1,0 +1,91 @@
+"""The one module that starts actors and maps their errors to ``dataflow.errors``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import actors
+
+from . import errors
+from .dialects.base import Dialect
+
+__all__ = ["Engine", "map_actor_errors"]
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def map_actor_errors(dialect: Dialect) -> Iterator[None]:
+    """Re-raise engine errors as DataFlow errors (the engine's error chained)."""
+    try:
+        yield
+    except actors.CheckoutTimeout as exc:
+        raise errors.PoolTimeoutError(str(exc), dialect=dialect.name) from exc
+    except actors.SupervisorFailed as exc:
+        raise errors.EngineError(f"{exc}; last failure: {dialect.url.mask(str(exc.__cause__))}") from exc
+    except actors.PoolClosed as exc:
+        raise errors.EngineError(str(exc)) from exc
+    except actors.ConnectionLost as exc:
+        raise errors.ConnectionLostError(str(exc), dialect=dialect.name) from exc
+    except actors.ActorStopped as exc:
+        raise errors.ConnectionLostError(str(exc), dialect=dialect.name) from exc
+
+
+class Engine:
+    """A dialect's supervisor, started; leases connections and runs work on them."""
+
+    def __init__(self, dialect: Dialect, policy: actors.PoolPolicy) -> None:
+        self.dialect = dialect
+        self.supervisor = actors.Supervisor(dialect, policy)
+        try:
+            with map_actor_errors(dialect):
+                self.supervisor.start()
+        except Exception as exc:
+            dialect.shutdown()
+            mapped = dialect.map_error(exc)
+            if mapped is not None:
+                raise errors.ConfigurationError(
+                    f"cannot connect to {dialect.url}: {dialect.url.mask(str(exc))}"
+                ) from None
+            raise
+
+    def checkout(self, timeout: float | None = None) -> actors.Lease:
+        with map_actor_errors(self.dialect):
+            return self.supervisor.checkout(timeout)
+
+    def checkout_callback(
+        self, callback: Callable[[actors.Lease | None, BaseException | None], None]
+    ) -> Callable[[], bool]:
+        return self.supervisor.checkout_callback(callback)
+
+    def map(self, exc: BaseException) -> BaseException:
+        """The DataFlow error for an engine or driver error (or ``exc`` itself)."""
+        try:
+            with map_actor_errors(self.dialect):
+                raise exc
+        except errors.DataFlowError as mapped:
+            return mapped
+        except BaseException:
+            pass
+        mapped_db = self.dialect.map_error(exc)
+        if mapped_db is not None:
+            mapped_db.__cause__ = exc
+            return mapped_db
+        return exc
+
+    def run(self, body: Callable[[Any], T], *, transactional: bool = True, timeout: float | None = None) -> T:
+        """Lease a connection, run ``body(conn)`` in one transaction, release."""
+        lease = self.checkout(timeout)
+        try:
+            return actors.WorkflowActor(self.dialect, lease).run(body, transactional=transactional)
+        finally:
+            lease.release()
+
+    def stats(self) -> actors.PoolStats:
+        return self.supervisor.stats()
+
+    def close(self) -> None:
+        self.supervisor.stop()
+        self.dialect.shutdown()

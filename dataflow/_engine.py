@@ -1,0 +1,243 @@
+"""``DataFlow``: configuration, the model registry, and the life cycle."""
+
+from __future__ import annotations
+
+import atexit
+import difflib
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._actors_bridge import Engine
+from ._models import ModelSpec, build_model_spec
+from .dialects import dialect_for, parse_url
+from .errors import ConfigurationError, EngineError, FeatureNotAvailableError, ModelError
+from .nodes import NodeType, make_user_node, model_node_types
+from .sql import CompiledModel
+
+__all__ = ["DataFlow", "find_node_type", "known_node_names"]
+
+C = TypeVar("C", bound=type)
+
+#: options from the user guide whose features are not built yet: accepted
+#: nowhere, so that nobody believes they are on.
+NOT_YET = frozenset({
+    "data_safety_level", "auto_retry_attempts", "bulk_optimization_mode", "monitoring",
+    "slow_query_threshold", "query_insights", "performance_monitoring", "safety_monitoring",
+    "monitoring_export_format", "monitoring_endpoint", "real_time_alerts", "audit_logging",
+    "encryption_key", "cache_enabled", "cache_ttl", "enable_query_cache", "pool_max_overflow", "echo",
+})
+OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "multi_tenant", "node_timeout")
+
+_instances: list[weakref.ref[DataFlow]] = []
+_instances_lock = threading.Lock()
+
+
+class DataFlow:
+    """A database and the models, tables and nodes that live in it.
+
+    ``DataFlow()`` is a private in-memory SQLite database. ``DataFlow(url)``
+    (or ``DATABASE_URL``) selects another: ``sqlite:///app.db``,
+    ``postgresql://…``, ``mysql://…``. Arguments win over the environment.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        pool_size: int | None = None,
+        pool_timeout: float | None = None,
+        pool_recycle: float | None = None,
+        multi_tenant: bool | None = None,
+        node_timeout: float = 300.0,
+        **options: Any,
+    ) -> None:
+        _reject_options(options)
+        url_text = database_url or os.environ.get("DATABASE_URL") or "sqlite:///:memory:"
+        self.url = parse_url(url_text)
+        pool_size = _positive_int("pool_size", pool_size if pool_size is not None else os.environ.get("DB_POOL_SIZE"))
+        if multi_tenant is None:
+            multi_tenant = _env_bool("DATAFLOW_MULTI_TENANT")
+        if multi_tenant:
+            raise FeatureNotAvailableError("multi_tenant is not available yet in this version of DataFlow")
+        if _env_bool("DATAFLOW_MONITORING"):
+            raise FeatureNotAvailableError("DATAFLOW_MONITORING: monitoring is not available yet in this version of DataFlow")
+        for name, value in (("pool_timeout", pool_timeout), ("pool_recycle", pool_recycle), ("node_timeout", node_timeout)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        self.node_timeout = float(node_timeout)
+        self.dialect = dialect_for(self.url)
+        self.engine = Engine(self.dialect, self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle))
+        self._models: dict[str, ModelSpec] = {}
+        self._tables: dict[str, CompiledModel] = {}
+        self._nodes: dict[str, NodeType] = {}
+        self._closed = False
+        with _instances_lock:
+            _instances.append(weakref.ref(self))
+        self._finalizer = weakref.finalize(self, Engine.close, self.engine)
+
+    # -- models and nodes
+
+    def model(self, cls: C) -> C:
+        """Register ``cls`` as a model: create (or extend) its table and indexes, make its nodes."""
+        self._check_open()
+        if not isinstance(cls, type):
+            raise ModelError("@db.model decorates a class")
+        spec = build_model_spec(cls)
+        table = CompiledModel(spec, self.dialect)
+        self.engine.run(lambda conn: self._ensure_schema(conn, spec))
+        self._models[spec.name] = spec
+        self._tables[spec.name] = table
+        self._nodes.update(model_node_types(self, spec, table))
+        return cls
+
+    def _ensure_schema(self, conn: Any, spec: ModelSpec) -> None:
+        dialect = self.dialect
+        existing = dialect.existing_columns(conn, spec.table)
+        if existing is None:
+            dialect.execute(conn, dialect.create_table_sql(spec))
+        else:
+            for name, field in spec.fields.items():
+                if name not in existing:
+                    dialect.execute(conn, dialect.add_column_sql(spec, field))
+        for index in spec.indexes:
+            dialect.execute(conn, dialect.create_index_sql(spec, index))
+
+    def node(
+        self, name: str, *, compensation: Callable[..., Any] | None = None, critical: bool = True
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: register a function as node type ``name`` (see :meth:`register_node`)."""
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.register_node(name, func, compensation=compensation, critical=critical)
+            return func
+
+        return register
+
+    def register_node(
+        self, name: str, func: Callable[..., Any], *, compensation: Callable[..., Any] | None = None,
+        critical: bool = True,
+    ) -> None:
+        """Register ``func(**params) -> dict`` (sync or async) as node type ``name``.
+
+        ``compensation(params, result)`` undoes a completed call if the
+        workflow fails later; a node with ``critical=False`` that fails is
+        recorded in the results and the workflow goes on.
+        """
+        if name in self._nodes and self._nodes[name].is_database:
+            raise ValueError(f"{name!r} is a generated model node; choose another name")
+        self._nodes[name] = make_user_node(self, name, func, compensation=compensation, critical=critical)
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        return dict(self._models)
+
+    @property
+    def nodes(self) -> dict[str, NodeType]:
+        return dict(self._nodes)
+
+    def get_node_type(self, name: str) -> NodeType | None:
+        return self._nodes.get(name)
+
+    def table(self, model: str) -> CompiledModel:
+        return self._tables[model]
+
+    # -- pool and life cycle
+
+    def pool_stats(self) -> dict[str, Any]:
+        """Size, in use, idle, waiting, restarts and state of the connection pool."""
+        return self.engine.stats()._asdict()
+
+    @property
+    def supervisor(self) -> Any:
+        """The actor supervisor that owns this database's connections."""
+        return self.engine.supervisor
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("this DataFlow instance is closed")
+
+    def close(self) -> None:
+        """Close every connection and stop every actor; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+        with _instances_lock:
+            _instances[:] = [r for r in _instances if r() is not None and r() is not self]
+
+    def __enter__(self) -> DataFlow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<DataFlow {self.url}{' closed' if self._closed else ''}>"
+
+
+def _reject_options(options: dict[str, Any]) -> None:
+    for key in options:
+        if key in NOT_YET:
+            raise FeatureNotAvailableError(
+                f"DataFlow option {key!r} is not available yet in this version; remove it (it would otherwise do nothing)"
+            )
+        close = difflib.get_close_matches(key, list(OPTIONS) + sorted(NOT_YET), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigurationError(f"unknown DataFlow option {key!r}{hint}")
+
+
+def _positive_int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}") from None
+    if isinstance(value, bool) or number < 1 or (isinstance(value, float)):
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
+def _env_bool(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"environment variable {name}={raw!r} is not a boolean")
+
+
+def live_instances() -> list[DataFlow]:
+    """Open DataFlow instances, newest first."""
+    with _instances_lock:
+        out = [db for ref in reversed(_instances) if (db := ref()) is not None and not db.closed]
+    return out
+
+
+def find_node_type(name: str) -> NodeType | None:
+    """The node type ``name`` from the newest open instance that has it."""
+    for db in live_instances():
+        node = db.get_node_type(name)
+        if node is not None:
+            return node
+    return None
+
+
+def known_node_names() -> list[str]:
+    names: set[str] = set()
+    for db in live_instances():
+        names.update(db.nodes)
+    return sorted(names)
+
+
+@atexit.register
+def _close_all() -> None:
+    for db in live_instances():
+        db.close()

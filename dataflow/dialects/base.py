@@ -1,0 +1,172 @@
+"""The dialect contract: a SQL flavour plus a driver adapter.
+
+A dialect also satisfies :class:`actors.protocols.Driver`, so the engine can
+open, check and close its connections. Node code calls dialect methods and
+never asks which backend it is on.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from actors import PoolPolicy, TxState
+
+from .._models import FieldSpec, IndexSpec, ModelSpec
+from ._url import DatabaseURL
+
+if TYPE_CHECKING:
+    from ..errors import DataFlowError
+
+__all__ = ["Converter", "Dialect"]
+
+Converter = Callable[[Any], Any]
+
+
+class Dialect(abc.ABC):
+    """One backend. Subclasses fill in the flavour and the driver calls."""
+
+    name: ClassVar[str]
+    #: the driver's placeholder for a bound parameter
+    placeholder: ClassVar[str] = "?"
+    #: INSERT … RETURNING is supported
+    insert_returning: ClassVar[bool] = False
+    #: UPDATE … RETURNING is supported
+    update_returning: ClassVar[bool] = False
+    #: what OFFSET without LIMIT needs in front of it ("" where none is needed)
+    unbounded_limit: ClassVar[str] = ""
+    #: appended to a SELECT that must lock the rows it reads ("" where writes serialise anyway)
+    for_update: ClassVar[str] = " FOR UPDATE"
+
+    def __init__(self, url: DatabaseURL) -> None:
+        self.url = url
+
+    # -- identifiers and types -------------------------------------------
+
+    @abc.abstractmethod
+    def quote(self, name: str) -> str:
+        """Quote an identifier that already passed the model's name check."""
+
+    @abc.abstractmethod
+    def column_type(self, field: FieldSpec) -> str:
+        """The column type for ``field`` (without NULL / NOT NULL)."""
+
+    @abc.abstractmethod
+    def primary_key_ddl(self, field: FieldSpec) -> str:
+        """The whole column definition of the primary key."""
+
+    def bind_converter(self, py_type: type) -> Converter | None:
+        """A function turning a Python value into what the driver binds, or None."""
+        return None
+
+    def result_converter(self, py_type: type) -> Converter | None:
+        """A function turning what the driver returns into the declared type, or None."""
+        return None
+
+    # -- DDL ---------------------------------------------------------------
+
+    def column_ddl(self, field: FieldSpec) -> str:
+        if field.primary_key:
+            return self.primary_key_ddl(field)
+        null = " NULL" if field.nullable else " NOT NULL"
+        return f"{self.quote(field.name)} {self.column_type(field)}{null}"
+
+    def create_table_sql(self, model: ModelSpec) -> str:
+        cols = ", ".join(self.column_ddl(f) for f in model.fields.values())
+        return f"CREATE TABLE IF NOT EXISTS {self.quote(model.table)} ({cols})"
+
+    def add_column_sql(self, model: ModelSpec, field: FieldSpec) -> str:
+        # New columns are nullable: existing rows have no value for them.
+        ddl = f"{self.quote(field.name)} {self.column_type(field)} NULL"
+        return f"ALTER TABLE {self.quote(model.table)} ADD COLUMN {ddl}"
+
+    def create_index_sql(self, model: ModelSpec, index: IndexSpec) -> str:
+        unique = "UNIQUE " if index.unique else ""
+        cols = ", ".join(self.quote(c) for c in index.fields)
+        return f"CREATE {unique}INDEX IF NOT EXISTS {self.quote(index.name)} ON {self.quote(model.table)} ({cols})"
+
+    @abc.abstractmethod
+    def existing_columns(self, conn: Any, table: str) -> set[str] | None:
+        """The table's column names, or None when the table does not exist."""
+
+    # -- expressions ---------------------------------------------------------
+
+    def like(self, column: str) -> str:
+        """Case-sensitive LIKE of ``column`` against one bound pattern."""
+        return f"{column} LIKE {self.placeholder}"
+
+    def ilike(self, column: str) -> str:
+        """Case-insensitive LIKE."""
+        return f"LOWER({column}) LIKE LOWER({self.placeholder})"
+
+    @abc.abstractmethod
+    def regex(self, column: str) -> str:
+        """``column`` matches one bound regular expression."""
+
+    @abc.abstractmethod
+    def upsert_sql(
+        self, model: ModelSpec, columns: Sequence[str], conflict: Sequence[str], update: Sequence[str]
+    ) -> str:
+        """INSERT of ``columns`` that updates ``update`` when ``conflict`` collides (skips when empty)."""
+
+    # -- execution -----------------------------------------------------------
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; return a cursor (fetchone/fetchall/rowcount/lastrowid)."""
+        return conn.execute(sql, params)
+
+    def executemany(self, conn: Any, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement for many rows; return the rows affected."""
+        return int(conn.executemany(sql, rows).rowcount)
+
+    # -- errors ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def map_error(self, exc: BaseException) -> DataFlowError | None:
+        """The DataFlow error for a driver error (caller chains it), or None if not a driver error."""
+
+    # -- driver (actors.protocols.Driver) --------------------------------------
+
+    @abc.abstractmethod
+    def connect(self) -> Any: ...
+
+    @abc.abstractmethod
+    def close(self, conn: Any) -> None: ...
+
+    @abc.abstractmethod
+    def begin(self, conn: Any) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self, conn: Any) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self, conn: Any) -> None: ...
+
+    @abc.abstractmethod
+    def ping(self, conn: Any) -> bool: ...
+
+    @abc.abstractmethod
+    def transaction_state(self, conn: Any) -> TxState: ...
+
+    @abc.abstractmethod
+    def is_disconnect(self, exc: BaseException) -> bool: ...
+
+    @abc.abstractmethod
+    def is_transient(self, exc: BaseException) -> bool: ...
+
+    def shutdown(self) -> None:
+        """Release what the dialect itself holds (after every connection is closed)."""
+
+    # -- pool policy -------------------------------------------------------------
+
+    def pool_policy(self, pool_size: int | None, pool_timeout: float | None, pool_recycle: float | None) -> PoolPolicy:
+        """The pool policy for this backend, given the user's settings (None = default)."""
+        size = pool_size or min(32, 2 * (os.cpu_count() or 1) + 1)
+        return PoolPolicy(
+            min_size=1,
+            max_size=size,
+            checkout_timeout=pool_timeout or 30.0,
+            max_lifetime=pool_recycle or 3600.0,
+        )

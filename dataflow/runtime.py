@@ -1,0 +1,130 @@
+"""``LocalRuntime`` and ``AsyncLocalRuntime``: thin facades that run built workflows."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import _execute
+from .errors import EngineError, FeatureNotAvailableError, WorkflowError
+from .workflow import Workflow, WorkflowBuilder
+
+__all__ = ["AsyncLocalRuntime", "LocalRuntime"]
+
+
+def _check(workflow: Any, tenant_id: Any) -> Workflow:
+    if isinstance(workflow, WorkflowBuilder):
+        raise WorkflowError("execute() takes a built workflow: call workflow.build() first")
+    if not isinstance(workflow, Workflow):
+        raise WorkflowError(f"execute() takes a built Workflow, got {type(workflow).__name__}")
+    if tenant_id is not None:
+        raise FeatureNotAvailableError("tenant_id: multi-tenancy is not available yet in this version of DataFlow")
+    db = workflow.db
+    if db is None or db.closed:
+        raise EngineError("the workflow's DataFlow instance is closed")
+    return workflow
+
+
+class LocalRuntime:
+    """Runs a workflow on the calling thread and returns ``(results, run_id)``.
+
+    The thread leases one connection for the whole workflow, so a workflow
+    costs no thread hand-off (``docs/adr/0001-one-hop-budget.md``).
+    """
+
+    def execute(
+        self, workflow: Workflow, parameters: dict[str, Any] | None = None, *, tenant_id: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Run ``workflow``; raise :class:`~dataflow.WorkflowFailed` if a node fails.
+
+        Inside a running event loop this raises instead of blocking it: use
+        :class:`AsyncLocalRuntime` there.
+        """
+        if asyncio._get_running_loop() is not None:
+            raise WorkflowError(
+                "LocalRuntime.execute() was called inside a running event loop, where it would block it; "
+                "use 'await AsyncLocalRuntime().execute_async(...)'"
+            )
+        wf = _check(workflow, tenant_id)
+        steps = _execute.plan(wf, parameters)
+        run_id = _execute.new_run_id()
+        return _execute.run_sync(wf, steps, run_id), run_id
+
+
+class AsyncLocalRuntime:
+    """Runs a workflow for asyncio code without blocking the event loop.
+
+    The lease is awaited (no thread waits for it) and the workflow runs on
+    the leased connection's actor thread, which resolves this loop's future.
+    """
+
+    async def execute_async(
+        self, workflow: Workflow, parameters: dict[str, Any] | None = None, *, tenant_id: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        wf = _check(workflow, tenant_id)
+        steps = _execute.plan(wf, parameters)
+        run_id = _execute.new_run_id()
+        db = wf.db
+        assert db is not None
+        loop = asyncio.get_running_loop()
+        if not wf.uses_database:
+            return await asyncio.to_thread(_execute.run_sync, wf, steps, run_id, loop), run_id
+        lease = await _lease(db, loop)
+        done: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def reply(result: Any, error: BaseException | None) -> None:
+            # Runs on the actor thread.
+            loop.call_soon_threadsafe(_settle, done, result, error)
+
+        try:
+            lease.submit(lambda conn: _execute.run_sync(wf, steps, run_id, loop, lease), reply)
+        except BaseException as exc:
+            lease.release()
+            raise db.engine.map(exc) from exc
+        return await done, run_id
+
+    execute = execute_async
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+async def _lease(db: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    got: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(lease: Any, error: BaseException | None) -> None:
+        # Runs with the supervisor's lock held, on whichever thread freed a connection.
+        loop.call_soon_threadsafe(_hand, got, lease, error)
+
+    withdraw = db.engine.checkout_callback(deliver)
+    timeout = db.engine.supervisor.policy.checkout_timeout
+    try:
+        return await asyncio.wait_for(asyncio.shield(got), timeout)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        if not withdraw():
+            # Served while we gave up: hand the lease straight back.
+            got.add_done_callback(lambda f: f.result().release() if not f.exception() else None)
+        if isinstance(exc, TimeoutError):
+            from actors import CheckoutTimeout
+
+            raise db.engine.map(CheckoutTimeout(f"no connection free within {timeout:g}s")) from None
+        raise
+    except BaseException as exc:
+        raise db.engine.map(exc) from exc
+
+
+def _hand(future: asyncio.Future[Any], lease: Any, error: BaseException | None) -> None:
+    if future.done():
+        if lease is not None:
+            lease.release()
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(lease)

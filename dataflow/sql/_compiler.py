@@ -1,0 +1,154 @@
+"""One model on one dialect: its statements, compiled once and cached, and
+the converters between Python values and what the driver binds/returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._filters import FilterError, check_value, compile_filter
+
+if TYPE_CHECKING:
+    from .._models import ModelSpec
+    from ..dialects.base import Converter, Dialect
+
+__all__ = ["CompiledModel"]
+
+
+class CompiledModel:
+    """Statements and converters of ``model`` for ``dialect``."""
+
+    def __init__(self, model: ModelSpec, dialect: Dialect) -> None:
+        self.model = model
+        self.dialect = dialect
+        self.ph = dialect.placeholder
+        q = self.q
+        self.table = q(model.table)
+        self.columns = tuple(model.fields)
+        self.insert_columns = tuple(n for n, f in model.fields.items() if not f.auto)
+        self.binders: dict[str, Converter] = {}
+        self.readers: dict[str, Converter] = {}
+        for name, spec in model.fields.items():
+            bind = dialect.bind_converter(spec.type)
+            if bind is not None:
+                self.binders[name] = bind
+            read = dialect.result_converter(spec.type)
+            if read is not None:
+                self.readers[name] = read
+        self.insert_binders = tuple(
+            (i, self.binders[c]) for i, c in enumerate(self.insert_columns) if c in self.binders
+        )
+        self.select_list = ", ".join(q(c) for c in self.columns)
+        cols = ", ".join(q(c) for c in self.insert_columns)
+        marks = ", ".join(self.ph for _ in self.insert_columns)
+        self.insert_sql = f"INSERT INTO {self.table} ({cols}) VALUES ({marks})"
+        if dialect.insert_returning:
+            self.insert_sql += f" RETURNING {q('id')}"
+        self.select_by_id_sql = f"SELECT {self.select_list} FROM {self.table} WHERE {q('id')} = {self.ph}"
+        self._update_sql: dict[tuple[str, ...], str] = {}
+        self._row_readers = tuple((i, c, self.readers[c]) for i, c in enumerate(self.columns) if c in self.readers)
+
+    def q(self, name: str) -> str:
+        return self.dialect.quote(name)
+
+    # -- values
+
+    def bind_row(self, values: list[Any]) -> list[Any]:
+        """Convert an insert row (in ``insert_columns`` order) in place for the driver."""
+        for i, conv in self.insert_binders:
+            v = values[i]
+            if v is not None:
+                values[i] = conv(v)
+        return values
+
+    def bind_value(self, name: str, value: Any) -> Any:
+        """Validate one filter value against field ``name`` and convert it for the driver."""
+        value = check_value(self, name, value)
+        conv = self.binders.get(name)
+        return conv(value) if conv is not None and value is not None else value
+
+    def row_to_dict(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A full row (``columns`` order) as a dict of declared Python types."""
+        out = dict(zip(self.columns, row))
+        for i, name, conv in self._row_readers:
+            v = row[i]
+            if v is not None:
+                out[name] = conv(v)
+        return out
+
+    def rows_to_dicts(self, rows: Sequence[Sequence[Any]], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Rows of ``columns`` (default: every column) as dicts of declared types."""
+        cols = self.columns if columns is None else tuple(columns)
+        readers = [(i, c, self.readers[c]) for i, c in enumerate(cols) if c in self.readers]
+        out = []
+        for row in rows:
+            d = dict(zip(cols, row))
+            for i, name, conv in readers:
+                v = row[i]
+                if v is not None:
+                    d[name] = conv(v)
+            out.append(d)
+        return out
+
+    # -- statements
+
+    def where(self, flt: Any) -> tuple[str, list[Any]]:
+        """`` WHERE …`` (with its leading space) and params; empty for no filter."""
+        sql, params = compile_filter(self, flt)
+        return (f" WHERE {sql}", params) if sql else ("", params)
+
+    def update_sql(self, names: tuple[str, ...]) -> str:
+        """``UPDATE t SET a = ?, b = ?`` for ``names`` (cached per field set)."""
+        sql = self._update_sql.get(names)
+        if sql is None:
+            sets = ", ".join(f"{self.q(n)} = {self.ph}" for n in names)
+            sql = self._update_sql[names] = f"UPDATE {self.table} SET {sets}"
+        return sql
+
+    def bind_fields(self, names: Sequence[str], values: Sequence[Any]) -> list[Any]:
+        out = list(values)
+        for i, name in enumerate(names):
+            conv = self.binders.get(name)
+            if conv is not None and out[i] is not None:
+                out[i] = conv(out[i])
+        return out
+
+    def order_by(self, spec: Any) -> str:
+        """`` ORDER BY …`` from ``["-price", "name"]`` (or one string); fields checked."""
+        if spec is None:
+            return ""
+        items = [spec] if isinstance(spec, str) else spec
+        if not isinstance(items, (list, tuple)):
+            raise FilterError("order_by takes a field name or a list of them")
+        parts = []
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise FilterError(f"order_by entries must be field names, got {item!r}")
+            desc = item.startswith("-")
+            name = item[1:] if desc or item.startswith("+") else item
+            if name not in self.model.fields:
+                raise FilterError(f"unknown field {name!r} in order_by", field=name)
+            parts.append(f"{self.q(name)} DESC" if desc else self.q(name))
+        return " ORDER BY " + ", ".join(parts) if parts else ""
+
+    def projection(self, fields: Any) -> tuple[str, tuple[str, ...]]:
+        """The select list and column names for a ``fields`` projection (None: all)."""
+        if fields is None:
+            return self.select_list, self.columns
+        if isinstance(fields, str) or not isinstance(fields, (list, tuple)) or not fields:
+            raise FilterError("fields takes a non-empty list of field names")
+        for name in fields:
+            if not isinstance(name, str) or name not in self.model.fields:
+                raise FilterError(f"unknown field {name!r} in fields", field=name if isinstance(name, str) else None)
+        cols = tuple(dict.fromkeys(fields))
+        return ", ".join(self.q(c) for c in cols), cols
+
+    def select_sql(self, select_list: str, where: str, order: str, limit: int | None, offset: int | None) -> str:
+        sql = f"SELECT {select_list} FROM {self.table}{where}{order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        if offset:
+            if limit is None:
+                sql += self.dialect.unbounded_limit
+            sql += f" OFFSET {int(offset)}"
+        return sql
