@@ -58,7 +58,7 @@ class WorkflowActor:
         # Returns to let the caller re-raise ``exc``, or raises ConnectionLost.
         if self.driver.is_disconnect(exc):
             self.lease.mark_broken()
-            raise ConnectionLost("the connection was lost") from exc
+            raise ConnectionLost(f"the connection was lost: {exc}") from exc
         try:
             self.driver.rollback(conn)
         except Exception as rollback_exc:
