@@ -109,7 +109,11 @@ class Dialect(abc.ABC):
     def upsert_sql(
         self, model: ModelSpec, columns: Sequence[str], conflict: Sequence[str], update: Sequence[str]
     ) -> str:
-        """INSERT of ``columns`` that updates ``update`` when ``conflict`` collides (skips when empty)."""
+        """INSERT of ``columns`` that updates ``update`` when ``conflict`` collides (skips when empty).
+
+        An empty ``conflict`` (only with an empty ``update``) means a clash on
+        any unique key skips the row: ``ON CONFLICT DO NOTHING``.
+        """
 
     # -- execution -----------------------------------------------------------
 

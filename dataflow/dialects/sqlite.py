@@ -138,8 +138,8 @@ class SQLiteDialect(Dialect):
         q = self.quote
         cols = ", ".join(q(c) for c in columns)
         marks = ", ".join("?" for _ in columns)
-        target = ", ".join(q(c) for c in conflict)
-        head = f"INSERT INTO {q(model.table)} ({cols}) VALUES ({marks}) ON CONFLICT ({target}) DO "
+        target = f"({', '.join(q(c) for c in conflict)}) " if conflict else ""
+        head = f"INSERT INTO {q(model.table)} ({cols}) VALUES ({marks}) ON CONFLICT {target}DO "
         if not update:
             return head + "NOTHING"
         sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in update)

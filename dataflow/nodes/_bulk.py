@@ -75,11 +75,15 @@ class BulkCreateArgs(NamedTuple):
 def prepare_bulk_create(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> BulkCreateArgs:
     params = _aliases(ctx, params)
     check_keys(ctx, params, _CREATE_KEYS)
+    conflict = _choice(ctx, params, "conflict_resolution", _CONFLICTS)
+    if conflict == "update" and _conflict_key(nt.model) is None:
+        raise ctx.error("conflict_resolution 'update' needs a key a record can clash on: "
+                        "declare 'id' on the model or a unique index", field="conflict_resolution", name_field=False)
     return BulkCreateArgs(
         _records(ctx, params, partial),
         check_count(ctx, params, "chunk_size", 1) or DEFAULT_CHUNK,
         _choice(ctx, params, "error_strategy", _STRATEGIES),
-        _choice(ctx, params, "conflict_resolution", _CONFLICTS),
+        conflict,
         ctx,
     )
 
@@ -95,22 +99,35 @@ def _validated_row(nt: NodeType, ctx: NodeContext, record: Any, index: int, now:
     return table.bind_row([values[c] for c in table.insert_columns])
 
 
+def _conflict_key(model: Any) -> tuple[str, ...] | None:
+    """The unique key a record can clash on: a caller-supplied id, else the first unique index."""
+    keys = [k for k in model.unique_keys() if not (k == ("id",) and model.primary_key.auto)]
+    return keys[0] if keys else None
+
+
 def _insert_sql(nt: NodeType, conflict: str) -> str:
     table, model = nt.table, nt.model
     assert table is not None and model is not None
     if conflict == "error":
         return table.insert_sql.split(" RETURNING ")[0]
     cols = table.insert_columns
-    update = [] if conflict == "skip" else [c for c in cols if c not in ("id", "created_at")]
-    return table.dialect.upsert_sql(model, cols, ["id"], update)
+    if conflict == "skip":  # a clash on any unique key skips the record
+        return table.dialect.upsert_sql(model, cols, [], [])
+    key = _conflict_key(model)
+    assert key is not None  # prepare_bulk_create checked it
+    update = [c for c in cols if c not in ("id", "created_at") and c not in key]
+    return table.dialect.upsert_sql(model, cols, list(key), update)
 
 
 def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[str, Any]:
-    table = nt.table
-    assert table is not None
-    dialect, conn = table.dialect, rc.conn
+    table, model = nt.table, nt.model
+    assert table is not None and model is not None
+    conn = rc.conn
     sql = _insert_sql(nt, args.conflict)
-    inserted = skipped = failed = chunks = 0
+    key = _conflict_key(model) if args.conflict == "update" else None
+    key_pos = [table.insert_columns.index(c) for c in key] if key else []
+    seen: set[tuple[Any, ...]] = set()
+    inserted = updated = skipped = failed = chunks = 0
     errors: list[dict[str, Any]] = []
     base = 0
     now = datetime.now(timezone.utc)
@@ -130,30 +147,58 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
         base += len(chunk)
         if not rows:
             continue
+        if key:  # which records will update a stored row: asked of the database before writing
+            keys = [tuple(row[p] for p in key_pos) for row in rows]
+            existing = _existing_keys(table, conn, key, [k for k in dict.fromkeys(keys) if k not in seen])
         if args.strategy == "fail_fast":
             n, bad = _write_rows(nt, conn, sql, rows, indexes), []
         else:
             n, bad = _write_isolating(nt, conn, sql, rows, indexes)
             failed += len(bad)
             errors.extend(bad)
+        if key:
+            bad_indexes = {e["index"] for e in bad}
+            for index, k in zip(indexes, keys):
+                if index in bad_indexes:
+                    continue
+                if k in seen or k in existing:
+                    updated += 1
+                else:
+                    inserted += 1
+                seen.add(k)
+            continue
         inserted += n
         skipped += len(rows) - len(bad) - n
     errors.sort(key=lambda e: e["index"])
-    return {"inserted": inserted, "skipped": skipped, "failed": failed, "errors": errors, "chunks": chunks}
+    return {"inserted": inserted, "updated": updated, "skipped": skipped, "failed": failed, "errors": errors,
+            "chunks": chunks}
 
 
 def _write_rows(nt: NodeType, conn: Any, sql: str, rows: list[list[Any]], indexes: list[int]) -> int:
+    """Write ``rows``; on a database error, raise it naming the first record at fault."""
     table = nt.table
     assert table is not None
+    dialect = table.dialect
+    dialect.execute(conn, "SAVEPOINT dataflow_chunk")
     try:
-        return table.dialect.executemany(conn, sql, rows)
+        n = dialect.executemany(conn, sql, rows)
     except Exception as exc:
-        mapped = table.dialect.map_error(exc)
-        if mapped is None:
+        mapped = dialect.map_error(exc)
+        if mapped is None or dialect.is_disconnect(exc):
             raise
-        if len(rows) == 1:
-            raise type(mapped)(f"records[{indexes[0]}]: {mapped}", dialect=table.dialect.name) from exc
-        raise type(mapped)(f"records[{indexes[0]}..{indexes[-1]}]: {mapped}", dialect=table.dialect.name) from exc
+        # The workflow fails either way: replay the chunk row by row to name the record.
+        dialect.execute(conn, "ROLLBACK TO SAVEPOINT dataflow_chunk")
+        for row, index in zip(rows, indexes):
+            try:
+                dialect.execute(conn, sql, row)
+            except Exception as one:
+                mapped_one = dialect.map_error(one)
+                if mapped_one is None:
+                    raise
+                raise type(mapped_one)(f"records[{index}]: {mapped_one}", dialect=dialect.name) from one
+        raise type(mapped)(f"records[{indexes[0]}..{indexes[-1]}]: {mapped}", dialect=dialect.name) from exc
+    dialect.execute(conn, "RELEASE SAVEPOINT dataflow_chunk")
+    return n
 
 
 def _write_isolating(

@@ -46,7 +46,7 @@ OPERATIONS: tuple[Operation, ...] = (
               _crud.prepare_list, _crud.run_list, False, 1, _fixed("records", "count")),
     Operation("BulkCreate", _fixed(*_BULK_IN, "error_strategy", "conflict_resolution"),
               _bulk.prepare_bulk_create, _bulk.run_bulk_create, True, 0,
-              _fixed("inserted", "skipped", "failed", "errors", "chunks")),
+              _fixed("inserted", "updated", "skipped", "failed", "errors", "chunks")),
     Operation("BulkUpdate", _fixed(*_BULK_IN, "filter", "fields", "confirmed"), _bulk.prepare_bulk_update,
               _bulk.run_bulk_update, True, 0, _fixed("updated")),
     Operation("BulkDelete", _fixed("filter", "confirmed"), _bulk.prepare_bulk_delete, _bulk.run_bulk_delete,
