@@ -9,6 +9,7 @@ import os
 import platform
 import shlex
 import sqlite3
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,15 +55,18 @@ def _psycopg_libpq() -> str:
 
 
 def _dataflow_version() -> str:
+    """Where ``dataflow`` is imported from, and its version and git commit when known."""
     try:
         from dataflow import DataFlow  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - a broken package is reported, not fatal
         return f"not importable ({type(exc).__name__}: {exc})"
     import dataflow
 
-    dists = importlib.metadata.packages_distributions().get("dataflow", [])
-    version = _version(dists[0]) if dists else "not installed, imported from"
-    return f"{version} {Path(dataflow.__file__).parent}"
+    where = Path(dataflow.__file__).parent
+    version = getattr(dataflow, "__version__", "")
+    git = subprocess.run(["git", "-C", str(where), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True, check=False).stdout.strip()
+    return " ".join(filter(None, [version, str(where), git and f"(git {git})"]))
 
 
 def header(argv: list[str], cfg: Config, servers: dict[str, str]) -> list[str]:
