@@ -1,7 +1,9 @@
 """The filter language → a parameterised WHERE clause.
 
 ``{"price": {"$gte": 10}, "$or": [{"stock": 0}, {"name": {"$like": "A%"}}]}``
-Implicit equality and implicit AND; ``None`` means IS NULL. Field names are
+Implicit equality and implicit AND; ``None`` means IS NULL. ``$ne``, ``$nin``
+and ``$not`` match the rows the positive condition does not, NULLs included
+(a NULL is "not equal" to any value). Field names are
 checked against the model and values against the field's type; nothing from
 a filter is ever spliced into SQL text except quoted model identifiers.
 """
@@ -73,7 +75,8 @@ def _logical(table: CompiledModel, op: str, value: Any, params: list[Any]) -> st
     if op == "$not":
         if not isinstance(value, dict):
             raise FilterError("$not at the top of a filter takes a filter")
-        return f"NOT ({_conjunction(table, value, params) or '1=1'})"
+        # "not true" rather than SQL's NOT: a row whose condition is unknown (NULL) matches
+        return f"(({_conjunction(table, value, params) or '1=1'}) IS NOT TRUE)"
     raise FilterError(f"unknown filter operator {op!r}; known: {', '.join(sorted(OPERATORS))}")
 
 
@@ -141,7 +144,7 @@ def _operator(table: CompiledModel, name: str, column: str, op: str, arg: Any, p
             inner = " AND ".join(_operator(table, name, column, o, a, params) for o, a in arg.items())
         else:
             inner = _equals(table, name, column, arg, params)
-        return f"NOT ({inner})"
+        return f"(({inner}) IS NOT TRUE)"
     raise FilterError(f"unknown filter operator {op!r} on {name!r}; known: {', '.join(sorted(OPERATORS))}", field=name)
 
 
