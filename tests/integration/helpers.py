@@ -6,7 +6,7 @@ from typing import Any
 
 from dataflow import DataFlow, LocalRuntime, WorkflowBuilder
 
-__all__ = ["count", "list_records", "raw", "run_node", "run_wf", "table_count"]
+__all__ = ["columns", "count", "list_records", "raw", "run_node", "run_wf", "table_count"]
 
 
 def run_wf(builder: WorkflowBuilder, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -60,3 +60,14 @@ def raw(db: DataFlow, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
 def table_count(db: DataFlow, table: str) -> int:
     """``SELECT count(*)`` of ``table`` through raw SQL (independent of the List node)."""
     return int(raw(db, f"SELECT count(*) FROM {db.dialect.quote(table)}")[0][0])
+
+
+def columns(db: DataFlow, table: str) -> set[str]:
+    """The column names the live table has, read from a cursor's description."""
+
+    def body(conn: Any) -> set[str]:
+        cursor = db.dialect.execute(conn, f"SELECT * FROM {db.dialect.quote(table)} WHERE 1 = 0")
+        cursor.fetchall()
+        return {d[0] for d in cursor.description}
+
+    return db.engine.run(body)

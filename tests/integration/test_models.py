@@ -18,7 +18,7 @@ from dataflow import (
     WorkflowBuilder,
     WorkflowFailed,
 )
-from tests.integration.helpers import count, list_records, raw, run_node, run_wf, table_count
+from tests.integration.helpers import columns, count, list_records, raw, run_node, run_wf, table_count
 
 
 def _define_everything(db: DataFlow) -> None:
@@ -345,13 +345,19 @@ def test_unknown_option_or_index_key_is_an_error(db: DataFlow, attrs: dict[str, 
     assert "WidgetCreateNode" not in db.nodes
 
 
-@pytest.mark.parametrize("option", ["soft_delete", "versioned", "multi_tenant"])
-def test_unbuilt_model_options_raise(db: DataFlow, option: str) -> None:
-    """soft_delete/versioned/multi_tenant raise FeatureNotAvailableError instead of being ignored."""
+@pytest.mark.parametrize(("option", "column"), [
+    ("soft_delete", "deleted_at"), ("versioned", "version"), ("multi_tenant", "tenant_id"),
+])
+def test_model_options_are_never_silently_ignored(db: DataFlow, option: str, column: str) -> None:
+    """soft_delete/versioned/multi_tenant either raise FeatureNotAvailableError (not built yet) or add their column."""
     cls = type("Widget", (), {"__annotations__": {"title": str}, "__dataflow__": {option: True}})
-    with pytest.raises(FeatureNotAvailableError, match=option):
+    try:
         db.model(cls)
-    assert "WidgetCreateNode" not in db.nodes
+    except FeatureNotAvailableError as exc:
+        assert option in str(exc)
+        assert "WidgetCreateNode" not in db.nodes
+        return
+    assert column in columns(db, "widgets")
 
 
 def test_disabled_model_options_are_accepted(db: DataFlow) -> None:
