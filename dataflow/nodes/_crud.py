@@ -75,7 +75,7 @@ def _check_id(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: b
     try:
         return nt.model.value_adapters["id"].validate_python(params["id"])
     except ValidationError as exc:
-        raise ctx.from_validation(exc) from None
+        raise ctx.error(exc.errors()[0]["msg"], field="id") from None
 
 
 def run_read(nt: NodeType, rc: RunContext, args: ReadArgs) -> dict[str, Any]:
