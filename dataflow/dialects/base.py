@@ -8,8 +8,11 @@ never asks which backend it is on.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from actors import PoolPolicy, TxState
@@ -20,9 +23,49 @@ from ._url import DatabaseURL
 if TYPE_CHECKING:
     from ..errors import DataFlowError
 
-__all__ = ["Converter", "Dialect"]
+__all__ = ["Converter", "Dialect", "datetime_to_text", "decimal_canonical", "default_pool_size", "text_to_datetime"]
 
 Converter = Callable[[Any], Any]
+
+log = logging.getLogger("dataflow")
+
+
+# The value rules every dialect shares (docs/adr/0003-types.md).
+
+
+def datetime_to_text(value: datetime) -> str:
+    """A datetime as stored: fixed-width ISO 8601; aware values in UTC with ``+00:00``.
+
+    Fixed width (always microseconds) makes text order time order, and the
+    offset suffix is what keeps a naive value naive and an aware one aware.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")
+
+
+def text_to_datetime(value: Any) -> datetime:
+    """The datetime back from its stored text (naive stays naive, aware comes back in UTC)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def decimal_canonical(value: Any) -> Decimal:
+    """A Decimal in one form on every backend: no exponent, no trailing fractional zeros.
+
+    MySQL pads to the column's scale and SQLite cannot keep a scale at all,
+    so ``Decimal("1.50")`` comes back as ``Decimal("1.5")`` everywhere (an equal value).
+    """
+    text = format(value if isinstance(value, Decimal) else Decimal(str(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return Decimal(text)
+
+
+def default_pool_size() -> int:
+    """The pool size when none is configured: from this machine's CPU count."""
+    return min(32, 2 * (os.cpu_count() or 1) + 1)
 
 
 class Dialect(abc.ABC):
@@ -167,7 +210,27 @@ class Dialect(abc.ABC):
 
     def pool_policy(self, pool_size: int | None, pool_timeout: float | None, pool_recycle: float | None) -> PoolPolicy:
         """The pool policy for this backend, given the user's settings (None = default)."""
-        size = pool_size or min(32, 2 * (os.cpu_count() or 1) + 1)
+        size = pool_size or default_pool_size()
+        return PoolPolicy(
+            min_size=1,
+            max_size=size,
+            checkout_timeout=pool_timeout or 30.0,
+            max_lifetime=pool_recycle or 3600.0,
+        )
+
+    def policy_within(
+        self, available: int, pool_size: int | None, pool_timeout: float | None, pool_recycle: float | None
+    ) -> PoolPolicy:
+        """The policy for a server that can give this process ``available`` more connections.
+
+        The size is ``pool_size`` (or the CPU-count default), never above
+        ``available``; asking for more logs a warning and is capped.
+        """
+        size = pool_size or default_pool_size()
+        if size > available:
+            if pool_size:
+                log.warning("pool_size_capped url=%s pool_size=%d server_allows=%d", self.url, pool_size, available)
+            size = max(1, available)
         return PoolPolicy(
             min_size=1,
             max_size=size,

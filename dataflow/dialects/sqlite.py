@@ -12,7 +12,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ from actors import PoolPolicy, TxState
 from .. import errors
 from .._models import FieldSpec, ModelSpec
 from ._url import DatabaseURL
-from .base import Converter, Dialect
+from .base import Converter, Dialect, datetime_to_text, decimal_canonical, text_to_datetime
 
 __all__ = ["SQLiteDialect"]
 
@@ -31,7 +31,9 @@ _TYPES = {
     float: "REAL",
     str: "TEXT",
     bool: "INTEGER",
-    Decimal: "NUMERIC",
+    # NUMERIC affinity would turn the text into a REAL (15 digits); the
+    # collation orders and compares the exact text as numbers.
+    Decimal: "TEXT COLLATE dataflow_decimal",
     datetime: "TEXT",
     date: "TEXT",
     bytes: "BLOB",
@@ -40,11 +42,9 @@ _TYPES = {
 }
 
 
-def _bind_datetime(value: datetime) -> str:
-    # Aware values are stored in UTC so that text order is time order.
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
-    return value.isoformat()
+def _decimal_collation(a: str, b: str) -> int:
+    x, y = Decimal(a), Decimal(b)
+    return (x > y) - (x < y)
 
 
 def _regexp(pattern: str, value: Any) -> bool:
@@ -52,17 +52,17 @@ def _regexp(pattern: str, value: Any) -> bool:
 
 
 _BIND: dict[type, Converter] = {
-    datetime: _bind_datetime,
+    datetime: datetime_to_text,
     date: date.isoformat,
-    Decimal: str,
+    Decimal: lambda v: str(decimal_canonical(v)),
     dict: json.dumps,
     list: json.dumps,
 }
 _RESULT: dict[type, Converter] = {
     bool: bool,
-    datetime: datetime.fromisoformat,
+    datetime: text_to_datetime,
     date: date.fromisoformat,
-    Decimal: lambda v: Decimal(str(v)),
+    Decimal: decimal_canonical,
     dict: json.loads,
     list: json.loads,
 }
@@ -102,6 +102,7 @@ class SQLiteDialect(Dialect):
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA case_sensitive_like=ON")
         conn.create_function("regexp", 2, _regexp, deterministic=True)
+        conn.create_collation("dataflow_decimal", _decimal_collation)
         return conn
 
     # -- identifiers and types
@@ -128,6 +129,13 @@ class SQLiteDialect(Dialect):
         return {r[0] for r in rows} or None
 
     # -- expressions
+
+    def like(self, column: str) -> str:
+        # SQLite has no default escape character; the others use backslash.
+        return f"{column} LIKE ? ESCAPE '\\'"
+
+    def ilike(self, column: str) -> str:
+        return f"LOWER({column}) LIKE LOWER(?) ESCAPE '\\'"
 
     def regex(self, column: str) -> str:
         return f"{column} REGEXP ?"
