@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from ._actors_bridge import Engine
 from ._models import ModelSpec, build_model_spec
+from ._tenant import TenantContext
 from .dialects import dialect_for, parse_url
 from .errors import ConfigurationError, EngineError, FeatureNotAvailableError, ModelError
 from .nodes import NodeType, make_user_node, model_node_types
@@ -60,8 +61,12 @@ class DataFlow:
         pool_size = _positive_int("pool_size", pool_size if pool_size is not None else os.environ.get("DB_POOL_SIZE"))
         if multi_tenant is None:
             multi_tenant = _env_bool("DATAFLOW_MULTI_TENANT")
-        if multi_tenant:
-            raise FeatureNotAvailableError("multi_tenant is not available yet in this version of DataFlow")
+        if not isinstance(multi_tenant, bool):
+            raise ConfigurationError(f"multi_tenant must be True or False, got {multi_tenant!r}")
+        #: every model is multi-tenant unless it says ``"multi_tenant": False``
+        self.multi_tenant = multi_tenant
+        #: ``with db.tenant_context.switch("acme"): …`` binds the tenant workflows run for
+        self.tenant_context = TenantContext()
         if _env_bool("DATAFLOW_MONITORING"):
             raise FeatureNotAvailableError("DATAFLOW_MONITORING: monitoring is not available yet in this version of DataFlow")
         for name, value in (("pool_timeout", pool_timeout), ("pool_recycle", pool_recycle), ("node_timeout", node_timeout)):
@@ -85,7 +90,7 @@ class DataFlow:
         self._check_open()
         if not isinstance(cls, type):
             raise ModelError("@db.model decorates a class")
-        spec = build_model_spec(cls)
+        spec = build_model_spec(cls, multi_tenant_default=self.multi_tenant)
         table = CompiledModel(spec, self.dialect)
         self.engine.run(lambda conn: self._ensure_schema(conn, spec))
         self._models[spec.name] = spec
@@ -102,6 +107,10 @@ class DataFlow:
             for name, field in spec.fields.items():
                 if name not in existing:
                     dialect.execute(conn, dialect.add_column_sql(spec, field))
+                    if name == "version" and spec.versioned:
+                        # Rows that predate the option start at version 1.
+                        q = dialect.quote
+                        dialect.execute(conn, f"UPDATE {q(spec.table)} SET {q('version')} = 1 WHERE {q('version')} IS NULL")
         for index in spec.indexes:
             dialect.execute(conn, dialect.create_index_sql(spec, index))
 

@@ -103,13 +103,14 @@ def _with_inputs(step: Step, params: dict[str, Any], results: dict[str, Any]) ->
 
 def run_on_connection(
     steps: Plan, conn: Any, run_id: str, node_timeout: float, loop: asyncio.AbstractEventLoop | None,
-    results: dict[str, Any], done: Done,
+    results: dict[str, Any], done: Done, tenant: str | None = None,
 ) -> dict[str, Any]:
     """Run every step in order on ``conn`` (the caller owns the transaction).
 
-    ``results`` and ``done`` (completed steps with a compensation) fill as it goes.
+    ``results`` and ``done`` (completed steps with a compensation) fill as it goes;
+    ``tenant`` is the tenant this run was resolved for (nodes read it from the RunContext).
     """
-    rc = RunContext(conn, run_id, results)
+    rc = RunContext(conn, run_id, results, tenant)
     for step, prepared, params in steps:
         node = step.node
         try:
@@ -178,7 +179,7 @@ def failed(failure: StepFailure, run_id: str, cause: BaseException, timeout: flo
 
 
 def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.AbstractEventLoop | None = None,
-             lease: Any = None) -> dict[str, Any]:
+             lease: Any = None, *, tenant: str | None = None) -> dict[str, Any]:
     """Run ``steps`` on this thread: on ``lease`` if given, else on a newly leased connection."""
     db = workflow.db
     assert db is not None
@@ -188,7 +189,7 @@ def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.Abstrac
     done: Done = []
     if not workflow.uses_database:
         try:
-            return run_on_connection(steps, None, run_id, timeout, loop, results, done)
+            return run_on_connection(steps, None, run_id, timeout, loop, results, done, tenant)
         except StepFailure as failure:
             raise failed(failure, run_id, failure.error, timeout, loop) from failure.error
     if lease is None:
@@ -196,7 +197,7 @@ def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.Abstrac
     try:
         try:
             return WorkflowActor(engine.dialect, lease).run(
-                lambda conn: run_on_connection(steps, conn, run_id, timeout, loop, results, done),
+                lambda conn: run_on_connection(steps, conn, run_id, timeout, loop, results, done, tenant),
                 transactional=workflow.transactional,
             )
         finally:

@@ -8,6 +8,7 @@ any SQL runs.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import types
 import typing
@@ -19,7 +20,7 @@ from typing import Annotated, Any, Union
 from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
-from .errors import FeatureNotAvailableError, ModelError
+from .errors import ModelError
 
 __all__ = ["FieldSpec", "IndexSpec", "ModelSpec", "build_model_spec"]
 
@@ -41,6 +42,8 @@ MODEL_OPTIONS = {"soft_delete", "versioned", "multi_tenant"}
 INDEX_KEYS = {"name", "fields", "unique", "type"}
 INDEX_TYPES = {"btree"}
 MANAGED = ("created_at", "updated_at")
+#: model option → the managed column it adds
+OPTION_COLUMNS = {"versioned": "version", "soft_delete": "deleted_at", "multi_tenant": "tenant_id"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -111,10 +114,36 @@ class ModelSpec:
     def primary_key(self) -> FieldSpec:
         return self.fields["id"]
 
+    @property
+    def versioned(self) -> bool:
+        return self.options.get("versioned", False)
+
+    @property
+    def soft_delete(self) -> bool:
+        return self.options.get("soft_delete", False)
+
+    @property
+    def multi_tenant(self) -> bool:
+        return self.options.get("multi_tenant", False)
+
+    @property
+    def managed_options(self) -> bool:
+        """True when any of versioned, soft_delete, multi_tenant is on."""
+        return bool(self.options)
+
     def unique_keys(self) -> list[tuple[str, ...]]:
-        """Column sets the database enforces as unique (the primary key first)."""
+        """Column sets a caller may name as unique keys (the primary key first).
+
+        For a multi-tenant model a unique index is unique per tenant (the
+        database index is ``(tenant_id, …)``); the key a caller names leaves
+        ``tenant_id`` out.
+        """
         keys = [("id",)]
-        keys.extend(index.fields for index in self.indexes if index.unique)
+        for index in self.indexes:
+            if index.unique:
+                cols = tuple(c for c in index.fields if not (self.multi_tenant and c == "tenant_id"))
+                if cols:
+                    keys.append(cols)
         return keys
 
 
@@ -169,13 +198,8 @@ def build_model_spec(cls: type, *, multi_tenant_default: bool = False) -> ModelS
     model = cls.__name__
     options = _options(cls, model)
     if multi_tenant_default:
-        options.setdefault("multi_tenant", True)
-    for option, enabled in options.items():
-        if enabled:
-            raise FeatureNotAvailableError(
-                f"model {model}: __dataflow__ option {option!r} is not available yet in this "
-                "version of DataFlow; remove it (it would otherwise do nothing)"
-            )
+        options.setdefault("multi_tenant", True)  # an explicit False opts the model out
+    options = {k: v for k, v in options.items() if v}
     table = getattr(cls, "__tablename__", None) or default_table_name(model)
     check_identifier(table, "table name", model)
     try:
@@ -195,6 +219,10 @@ def build_model_spec(cls: type, *, multi_tenant_default: bool = False) -> ModelS
         check_identifier(name, "field name", model)
         if name in MANAGED:
             raise ModelError(f"model {model}: field {name!r} is managed by DataFlow; remove it from the class")
+        for option, column in OPTION_COLUMNS.items():
+            if name == column and options.get(option):
+                raise ModelError(f"model {model}: field {name!r} is managed by DataFlow when {option!r} is on; "
+                                 "remove it from the class")
         ftype, nullable = _field_type(model, name, hint)
         has_default = hasattr(cls, name) or nullable
         default = getattr(cls, name, None)
@@ -208,8 +236,30 @@ def build_model_spec(cls: type, *, multi_tenant_default: bool = False) -> ModelS
         fields[name] = FieldSpec(name, ftype, nullable, default, has_default)
     for name in MANAGED:
         fields[name] = FieldSpec(name, datetime, managed=True)
+    if options.get("versioned"):
+        fields["version"] = FieldSpec("version", int, managed=True)
+    if options.get("soft_delete"):
+        fields["deleted_at"] = FieldSpec("deleted_at", datetime, nullable=True, managed=True)
+    if options.get("multi_tenant"):
+        fields["tenant_id"] = FieldSpec("tenant_id", str, managed=True)
     indexes = _indexes(cls, model, fields)
+    if options.get("multi_tenant"):
+        indexes = _tenant_indexes(table, indexes)
     return ModelSpec(model, table, fields, options, indexes, cls)
+
+
+def _tenant_indexes(table: str, indexes: tuple[IndexSpec, ...]) -> tuple[IndexSpec, ...]:
+    """Unique indexes become unique per tenant; ``tenant_id`` gets an index of its own."""
+    out = [
+        IndexSpec(i.name, ("tenant_id", *i.fields), True, i.type) if i.unique and "tenant_id" not in i.fields else i
+        for i in indexes
+    ]
+    name = f"ix_{table}_tenant_id"
+    if len(name) > 63:
+        name = f"ix_{table[:40]}_{hashlib.sha1(table.encode()).hexdigest()[:8]}_tenant_id"
+    if not any(i.fields == ("tenant_id",) for i in out):
+        out.append(IndexSpec(name, ("tenant_id",)))
+    return tuple(out)
 
 
 def _options(cls: type, model: str) -> dict[str, bool]:
@@ -222,7 +272,7 @@ def _options(cls: type, model: str) -> dict[str, bool]:
     for key, value in raw.items():
         if not isinstance(value, bool):
             raise ModelError(f"model {model}: __dataflow__[{key!r}] must be True or False")
-    return {k: v for k, v in raw.items() if v}
+    return dict(raw)
 
 
 def _indexes(cls: type, model: str, fields: dict[str, FieldSpec]) -> tuple[IndexSpec, ...]:

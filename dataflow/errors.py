@@ -19,6 +19,7 @@ Our exception hierarchy::
     │   │   └── TransientError       deadlock, serialization failure, busy: worth a retry
     │   └── ProgrammingError    the database rejected generated SQL: a DataFlow bug
     ├── NotFoundError           ReadNode found no row and raise_on_not_found was true
+    ├── VersionConflictError    an update named a ``version`` that is no longer current; nothing was written
     ├── EngineError             the engine is closed or its pool has given up
     └── WorkflowFailed          a workflow ran and failed: names the node, cause chained
 """
@@ -44,6 +45,7 @@ __all__ = [
     "TenantRequiredError",
     "TransientError",
     "UnknownNodeError",
+    "VersionConflictError",
     "WorkflowConnectionError",
     "WorkflowError",
     "WorkflowFailed",
@@ -148,6 +150,18 @@ class ProgrammingError(DatabaseError):
 
 class NotFoundError(DataFlowError, LookupError):
     """A ReadNode found no row with the given id."""
+
+
+class VersionConflictError(DataFlowError):
+    """An update's filter named a ``version`` that is no longer current; the update wrote nothing.
+
+    ``model`` is the model, ``stale`` how many rows matched everything but the version.
+    """
+
+    def __init__(self, message: str, *, model: str | None = None, stale: int = 0) -> None:
+        super().__init__(message)
+        self.model = model
+        self.stale = stale
 
 
 class EngineError(DataFlowError, RuntimeError):

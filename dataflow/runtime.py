@@ -6,23 +6,26 @@ import asyncio
 from typing import Any
 
 from . import _execute
-from .errors import EngineError, FeatureNotAvailableError, WorkflowError
+from ._tenant import resolve_tenant
+from .errors import EngineError, WorkflowError
 from .workflow import Workflow, WorkflowBuilder
 
 __all__ = ["AsyncLocalRuntime", "LocalRuntime"]
 
 
-def _check(workflow: Any, tenant_id: Any) -> Workflow:
+def _check(workflow: Any, tenant_id: Any) -> tuple[Workflow, str | None]:
+    """The workflow and the tenant it runs for (resolved here, once, on the caller's context)."""
     if isinstance(workflow, WorkflowBuilder):
         raise WorkflowError("execute() takes a built workflow: call workflow.build() first")
     if not isinstance(workflow, Workflow):
         raise WorkflowError(f"execute() takes a built Workflow, got {type(workflow).__name__}")
-    if tenant_id is not None:
-        raise FeatureNotAvailableError("tenant_id: multi-tenancy is not available yet in this version of DataFlow")
     db = workflow.db
     if db is None or db.closed:
         raise EngineError("the workflow's DataFlow instance is closed")
-    return workflow
+    needed = [s.id for s in workflow.steps if s.node.model is not None and s.node.model.multi_tenant]
+    what = f"node {needed[0]!r}" if needed else "the workflow"
+    tenant = resolve_tenant(db.tenant_context, tenant_id, bool(needed), what)
+    return workflow, tenant
 
 
 class LocalRuntime:
@@ -45,10 +48,10 @@ class LocalRuntime:
                 "LocalRuntime.execute() was called inside a running event loop, where it would block it; "
                 "use 'await AsyncLocalRuntime().execute_async(...)'"
             )
-        wf = _check(workflow, tenant_id)
+        wf, tenant = _check(workflow, tenant_id)
         steps = _execute.plan(wf, parameters)
         run_id = _execute.new_run_id()
-        return _execute.run_sync(wf, steps, run_id), run_id
+        return _execute.run_sync(wf, steps, run_id, tenant=tenant), run_id
 
 
 class AsyncLocalRuntime:
@@ -61,14 +64,14 @@ class AsyncLocalRuntime:
     async def execute_async(
         self, workflow: Workflow, parameters: dict[str, Any] | None = None, *, tenant_id: str | None = None
     ) -> tuple[dict[str, Any], str]:
-        wf = _check(workflow, tenant_id)
+        wf, tenant = _check(workflow, tenant_id)
         steps = _execute.plan(wf, parameters)
         run_id = _execute.new_run_id()
         db = wf.db
         assert db is not None
         loop = asyncio.get_running_loop()
         if not wf.uses_database:
-            return await asyncio.to_thread(_execute.run_sync, wf, steps, run_id, loop), run_id
+            return await asyncio.to_thread(_execute.run_sync, wf, steps, run_id, loop, tenant=tenant), run_id
         lease = await _lease(db, loop)
         done: asyncio.Future[dict[str, Any]] = loop.create_future()
 
@@ -77,7 +80,7 @@ class AsyncLocalRuntime:
             loop.call_soon_threadsafe(_settle, done, result, error)
 
         try:
-            lease.submit(lambda conn: _execute.run_sync(wf, steps, run_id, loop, lease), reply)
+            lease.submit(lambda conn: _execute.run_sync(wf, steps, run_id, loop, lease, tenant=tenant), reply)
         except BaseException as exc:
             lease.release()
             raise db.engine.map(exc) from exc

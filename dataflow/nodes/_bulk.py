@@ -6,13 +6,22 @@ length is consumed in bounded memory. Counts come from the database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from itertools import islice
 from typing import Any, NamedTuple
 
 from ..errors import NodeParameterError
+from ..sql import FilterError
 from ._common import check_bool, check_count, check_filter, check_keys, validate_fields
+from ._managed import (
+    own_keys,
+    records_version_check,
+    upsert_rows,
+    upsert_update_columns,
+    version_postcheck,
+    version_precheck,
+)
 from ._spec import NodeContext, NodeType, RunContext
 
 __all__ = [
@@ -88,14 +97,15 @@ def prepare_bulk_create(nt: NodeType, ctx: NodeContext, params: dict[str, Any], 
     )
 
 
-def _validated_row(nt: NodeType, ctx: NodeContext, record: Any, index: int, now: datetime) -> list[Any]:
+def _validated_row(nt: NodeType, ctx: NodeContext, record: Any, index: int, now: datetime,
+                   tenant: str | None) -> list[Any]:
     model, table = nt.model, nt.table
     assert model is not None and table is not None
     values = validate_fields(nt, ctx, record, create=True, prefix=f"records[{index}]: ")
     for name, spec in model.defaults:
         if name not in values:
             values[name] = spec.make_default()
-    values["created_at"] = values["updated_at"] = now
+    table.managed_insert(values, tenant, now)  # timestamps, version 1, the tenant
     return table.bind_row([values[c] for c in table.insert_columns])
 
 
@@ -125,6 +135,16 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
     conn = rc.conn
     sql = _insert_sql(nt, args.conflict)
     key = _conflict_key(model) if args.conflict == "update" else None
+    if key and model.managed_options:
+        # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
+        update = upsert_update_columns(table, [c for c in table.insert_columns if c not in key])
+
+        def write(rows: list[list[Any]]) -> int:
+            return sum(upsert_rows(table, conn, rc.tenant, rows, key, update))
+    else:
+
+        def write(rows: list[list[Any]]) -> int:
+            return table.dialect.executemany(conn, sql, rows)
     key_pos = [table.insert_columns.index(c) for c in key] if key else []
     seen: set[tuple[Any, ...]] = set()
     inserted = updated = skipped = failed = chunks = 0
@@ -137,7 +157,7 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
         indexes: list[int] = []
         for offset, record in enumerate(chunk):
             try:
-                rows.append(_validated_row(nt, args.context, record, base + offset, now))
+                rows.append(_validated_row(nt, args.context, record, base + offset, now, rc.tenant))
                 indexes.append(base + offset)
             except NodeParameterError as exc:
                 if args.strategy == "fail_fast":
@@ -149,11 +169,13 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
             continue
         if key:  # which records will update a stored row: asked of the database before writing
             keys = [tuple(row[p] for p in key_pos) for row in rows]
-            existing = _existing_keys(table, conn, key, [k for k in dict.fromkeys(keys) if k not in seen])
+            fresh = [k for k in dict.fromkeys(keys) if k not in seen]
+            existing = (own_keys(table, conn, key, fresh, rc.tenant) if model.managed_options
+                        else _existing_keys(table, conn, key, fresh))
         if args.strategy == "fail_fast":
-            n, bad = _write_rows(nt, conn, sql, rows, indexes), []
+            n, bad = _write_rows(nt, conn, write, rows, indexes), []
         else:
-            n, bad = _write_isolating(nt, conn, sql, rows, indexes)
+            n, bad = _write_isolating(nt, conn, write, rows, indexes)
             failed += len(bad)
             errors.extend(bad)
         if key:
@@ -174,14 +196,15 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
             "chunks": chunks}
 
 
-def _write_rows(nt: NodeType, conn: Any, sql: str, rows: list[list[Any]], indexes: list[int]) -> int:
+def _write_rows(nt: NodeType, conn: Any, write: Callable[[list[list[Any]]], int], rows: list[list[Any]],
+                indexes: list[int]) -> int:
     """Write ``rows``; on a database error, raise it naming the first record at fault."""
     table = nt.table
     assert table is not None
     dialect = table.dialect
     dialect.execute(conn, "SAVEPOINT dataflow_chunk")
     try:
-        n = dialect.executemany(conn, sql, rows)
+        n = write(rows)
     except Exception as exc:
         mapped = dialect.map_error(exc)
         if mapped is None or dialect.is_disconnect(exc):
@@ -190,7 +213,7 @@ def _write_rows(nt: NodeType, conn: Any, sql: str, rows: list[list[Any]], indexe
         dialect.execute(conn, "ROLLBACK TO SAVEPOINT dataflow_chunk")
         for row, index in zip(rows, indexes):
             try:
-                dialect.execute(conn, sql, row)
+                write([row])
             except Exception as one:
                 mapped_one = dialect.map_error(one)
                 if mapped_one is None:
@@ -202,7 +225,7 @@ def _write_rows(nt: NodeType, conn: Any, sql: str, rows: list[list[Any]], indexe
 
 
 def _write_isolating(
-    nt: NodeType, conn: Any, sql: str, rows: list[list[Any]], indexes: list[int]
+    nt: NodeType, conn: Any, write: Callable[[list[list[Any]]], int], rows: list[list[Any]], indexes: list[int]
 ) -> tuple[int, list[dict[str, Any]]]:
     """Write ``rows`` under a savepoint; on failure bisect to isolate the bad ones."""
     table = nt.table
@@ -210,7 +233,7 @@ def _write_isolating(
     dialect = table.dialect
     dialect.execute(conn, "SAVEPOINT dataflow_chunk")
     try:
-        n = dialect.executemany(conn, sql, rows)
+        n = write(rows)
     except Exception as exc:
         if dialect.map_error(exc) is None or dialect.is_disconnect(exc):
             raise
@@ -219,8 +242,8 @@ def _write_isolating(
         if len(rows) == 1:
             return 0, [{"index": indexes[0], "error": str(dialect.map_error(exc))}]
         mid = len(rows) // 2
-        n1, e1 = _write_isolating(nt, conn, sql, rows[:mid], indexes[:mid])
-        n2, e2 = _write_isolating(nt, conn, sql, rows[mid:], indexes[mid:])
+        n1, e1 = _write_isolating(nt, conn, write, rows[:mid], indexes[:mid])
+        n2, e2 = _write_isolating(nt, conn, write, rows[mid:], indexes[mid:])
         return n1 + n2, e1 + e2
     dialect.execute(conn, "RELEASE SAVEPOINT dataflow_chunk")
     return n, []
@@ -268,29 +291,49 @@ def run_bulk_update(nt: NodeType, rc: RunContext, args: BulkUpdateArgs) -> dict[
     if args.records is None:
         fields = {**args.fields, "updated_at": now}
         names = tuple(fields)
-        where, params = table.where(args.filter)
+        expected = version_precheck(table, rc.conn, args.filter, rc.tenant)
+        where, params = table.scoped_where(args.filter, rc.tenant)
         cursor = table.dialect.execute(rc.conn, table.update_sql(names) + where, table.bind_fields(names, list(fields.values())) + params)
+        version_postcheck(table, expected, cursor.rowcount)
         return {"updated": cursor.rowcount}
     updated = 0
     base = 0
-    id_where = f" WHERE {table.q('id')} = {table.ph}"
+    q, ph = table.q, table.ph
+    id_where, scope = table.scoped_condition(f"{q('id')} = {ph}", rc.tenant)
+    locked_where, _ = table.scoped_condition(f"{q('id')} = {ph} AND {q('version')} = {ph}", rc.tenant)
     for chunk in _chunks(args.records, args.chunk_size):
-        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        groups: dict[tuple[tuple[str, ...], bool], list[list[Any]]] = {}
+        locks: list[tuple[Any, Any]] = []
         for offset, record in enumerate(chunk):
             prefix = f"records[{base + offset}]: "
             if not isinstance(record, dict) or "id" not in record:
                 raise args.context.error(f"{prefix}each record needs an 'id'")
             rest = dict(record)
             rec_id = rest.pop("id")
+            # next to 'id', a versioned model's 'version' is the version the record expects (a lock)
+            locked = table.versioned and "version" in rest
+            version = rest.pop("version") if locked else None
             values = validate_fields(nt, args.context, rest, create=False, prefix=prefix)
             if not values:
                 raise args.context.error(f"{prefix}nothing to update besides 'id'")
             values["updated_at"] = now
             names = tuple(values)
-            groups.setdefault(names, []).append(table.bind_fields(names, list(values.values())) + [table.bind_value("id", rec_id)])
+            try:
+                key = [table.bind_value("id", rec_id)]
+                if locked:
+                    key.append(table.bind_value("version", version))
+                    locks.append((key[0], key[1]))
+            except FilterError as exc:
+                raise args.context.error(f"{prefix}{exc}", field=exc.field, name_field=False) from None
+            groups.setdefault((names, locked), []).append(table.bind_fields(names, list(values.values())) + scope + key)
         base += len(chunk)
-        for names, rows in groups.items():
-            updated += table.dialect.executemany(rc.conn, table.update_sql(names) + id_where, rows)
+        expected = records_version_check(table, rc.conn, rc.tenant, locks) if locks else None
+        locked_updated = 0
+        for (names, locked), rows in groups.items():
+            n = table.dialect.executemany(rc.conn, table.update_sql(names) + (locked_where if locked else id_where), rows)
+            updated += n
+            locked_updated += n if locked else 0
+        version_postcheck(table, expected, locked_updated)
     return {"updated": updated}
 
 
@@ -313,8 +356,8 @@ def prepare_bulk_delete(nt: NodeType, ctx: NodeContext, params: dict[str, Any], 
 def run_bulk_delete(nt: NodeType, rc: RunContext, flt: dict[str, Any]) -> dict[str, Any]:
     table = nt.table
     assert table is not None
-    where, params = table.where(flt)
-    return {"deleted": table.dialect.execute(rc.conn, f"DELETE FROM {table.table}{where}", params).rowcount}
+    sql, params = table.delete_statement(flt, rc.tenant, datetime.now(timezone.utc))  # soft: sets deleted_at
+    return {"deleted": table.dialect.execute(rc.conn, sql, params).rowcount}
 
 
 # -- BulkUpsert -------------------------------------------------------------------
@@ -363,11 +406,20 @@ def run_bulk_upsert(nt: NodeType, rc: RunContext, args: BulkUpsertArgs) -> dict[
     base = 0
     now = datetime.now(timezone.utc)
     for chunk in _chunks(args.records, args.chunk_size):
-        rows = [_validated_row(nt, args.context, r, base + i, now) for i, r in enumerate(chunk)]
+        rows = [_validated_row(nt, args.context, r, base + i, now, rc.tenant) for i, r in enumerate(chunk)]
         given = [set(r) for r in chunk]
         base += len(chunk)
         if len(key_pos) != len(args.conflict_on):  # auto id not supplied: plain inserts
             raise args.context.error(f"each record must give the conflict key {list(args.conflict_on)}")
+        update = args.update_fields
+        if update is None:
+            update = tuple(c for c in model.settable if c not in args.conflict_on and all(c in g for g in given))
+        if model.managed_options:
+            # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
+            ins, upd = upsert_rows(table, conn, rc.tenant, rows, args.conflict_on, upsert_update_columns(table, update))
+            inserted += ins
+            updated += upd
+            continue
         keys = [tuple(row[p] for p in key_pos) for row in rows]
         existing = _existing_keys(table, conn, args.conflict_on, [k for k in keys if k not in seen])
         for key in keys:
@@ -376,9 +428,6 @@ def run_bulk_upsert(nt: NodeType, rc: RunContext, args: BulkUpsertArgs) -> dict[
             else:
                 inserted += 1
             seen.add(key)
-        update = args.update_fields
-        if update is None:
-            update = tuple(c for c in model.settable if c not in args.conflict_on and all(c in g for g in given))
         update = update + ("updated_at",)
         sql = dialect.upsert_sql(model, table.insert_columns, args.conflict_on, update)
         dialect.executemany(conn, sql, rows)

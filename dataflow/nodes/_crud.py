@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from ..errors import NotFoundError
 from ..sql import FilterError
 from ._common import check_bool, check_count, check_filter, check_keys, validate_fields
+from ._managed import version_postcheck, version_precheck
 from ._spec import NodeContext, NodeType, RunContext
 
 __all__ = [
@@ -38,9 +39,7 @@ def run_create(nt: NodeType, rc: RunContext, values: dict[str, Any]) -> dict[str
     for name, spec in model.defaults:
         if name not in values:
             values[name] = spec.make_default()
-    now = _now()
-    values["created_at"] = now
-    values["updated_at"] = now
+    table.managed_insert(values, rc.tenant, _now())
     row = table.bind_row([values[c] for c in table.insert_columns])
     cursor = table.dialect.execute(rc.conn, table.insert_sql, row)
     if model.primary_key.auto:
@@ -57,13 +56,14 @@ _READ_KEYS = frozenset({"id", "raise_on_not_found", "include_deleted"})
 class ReadArgs(NamedTuple):
     id: Any
     raise_on_not_found: bool
+    include_deleted: bool = False
 
 
 def prepare_read(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> ReadArgs:
     check_keys(ctx, params, _READ_KEYS)
-    check_bool(ctx, params, "include_deleted", False)
+    include_deleted = check_bool(ctx, params, "include_deleted", False)
     raising = check_bool(ctx, params, "raise_on_not_found", True)
-    return ReadArgs(_check_id(nt, ctx, params, partial), raising)
+    return ReadArgs(_check_id(nt, ctx, params, partial), raising, include_deleted)
 
 
 def _check_id(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> Any:
@@ -81,7 +81,8 @@ def _check_id(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: b
 def run_read(nt: NodeType, rc: RunContext, args: ReadArgs) -> dict[str, Any]:
     table = nt.table
     assert table is not None
-    row = table.dialect.execute(rc.conn, table.select_by_id_sql, (args.id,)).fetchone()
+    sql, params = table.read_statement(args.id, rc.tenant, args.include_deleted)
+    row = table.dialect.execute(rc.conn, sql, params).fetchone()
     if row is None:
         if args.raise_on_not_found:
             raise NotFoundError(f"{nt.name}: no {table.model.name} with id {args.id!r}")
@@ -126,7 +127,8 @@ def run_update(nt: NodeType, rc: RunContext, args: UpdateArgs) -> dict[str, Any]
     fields = dict(args.fields)
     fields["updated_at"] = _now()
     names = tuple(fields)
-    where, params = table.where(args.filter)
+    expected = version_precheck(table, rc.conn, args.filter, rc.tenant)
+    where, params = table.scoped_where(args.filter, rc.tenant)
     values = table.bind_fields(names, list(fields.values())) + params
     sql = table.update_sql(names) + where
     if dialect.update_returning:
@@ -138,13 +140,15 @@ def run_update(nt: NodeType, rc: RunContext, args: UpdateArgs) -> dict[str, Any]
         n = 0
         if ids:
             marks = ", ".join(table.ph for _ in ids)
-            id_where = f" WHERE {table.q('id')} IN ({marks})"
-            dialect.execute(rc.conn, table.update_sql(names) + id_where, table.bind_fields(names, list(fields.values())) + ids)
+            id_where, scope = table.scoped_condition(f"{table.q('id')} IN ({marks})", rc.tenant)
+            dialect.execute(rc.conn, table.update_sql(names) + id_where,
+                            table.bind_fields(names, list(fields.values())) + scope + ids)
             n = len(ids)  # the rows were locked by the SELECT; each one is updated
         record = None
         if len(ids) == 1:
-            row = dialect.execute(rc.conn, table.select_by_id_sql, (ids[0],)).fetchone()
+            row = dialect.execute(rc.conn, *table.read_statement(ids[0], rc.tenant)).fetchone()
             record = table.row_to_dict(row) if row is not None else None
+    version_postcheck(table, expected, n)
     return {"rows_affected": n, "updated": n > 0, "record": record}
 
 
@@ -172,8 +176,8 @@ def prepare_delete(nt: NodeType, ctx: NodeContext, params: dict[str, Any], parti
 def run_delete(nt: NodeType, rc: RunContext, flt: dict[str, Any]) -> dict[str, Any]:
     table = nt.table
     assert table is not None
-    where, params = table.where(flt)
-    n = table.dialect.execute(rc.conn, f"DELETE FROM {table.table}{where}", params).rowcount
+    sql, params = table.delete_statement(flt, rc.tenant, _now())  # soft: sets deleted_at
+    n = table.dialect.execute(rc.conn, sql, params).rowcount
     return {"deleted": n > 0, "rows_affected": n}
 
 
@@ -189,6 +193,7 @@ class ListArgs(NamedTuple):
     offset: int | None
     fields: Any
     count_only: bool
+    include_deleted: bool = False
 
 
 def prepare_list(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> ListArgs:
@@ -204,17 +209,17 @@ def prepare_list(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial
         table.projection(params.get("fields"))
     except FilterError as exc:
         raise ctx.from_filter(exc) from None
-    check_bool(ctx, params, "include_deleted", False)
     return ListArgs(
         flt, params.get("order_by"), check_count(ctx, params, "limit"), check_count(ctx, params, "offset"),
         params.get("fields"), check_bool(ctx, params, "count_only", False),
+        check_bool(ctx, params, "include_deleted", False),
     )
 
 
 def run_list(nt: NodeType, rc: RunContext, args: ListArgs) -> dict[str, Any]:
     table = nt.table
     assert table is not None
-    where, params = table.where(args.filter)
+    where, params = table.scoped_where(args.filter, rc.tenant, args.include_deleted)
     if args.count_only:
         sql = f"SELECT COUNT(*) FROM {table.table}{where}"
         return {"count": table.dialect.execute(rc.conn, sql, params).fetchone()[0]}

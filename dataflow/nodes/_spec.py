@@ -77,11 +77,16 @@ class NodeContext:
 
 @dataclass(slots=True)
 class RunContext:
-    """What a node's run function may use: the leased connection and the run."""
+    """What a node's run function may use: the leased connection, the run, and its tenant.
+
+    ``tenant`` is resolved once per execute (``execute(tenant_id=…)`` or the bound
+    ``db.tenant_context``) and travels only here, never on the connection.
+    """
 
     conn: Any
     run_id: str
     results: dict[str, Any]
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

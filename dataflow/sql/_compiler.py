@@ -46,6 +46,12 @@ class CompiledModel:
             self.insert_sql += f" RETURNING {q('id')}"
         self.select_by_id_sql = f"SELECT {self.select_list} FROM {self.table} WHERE {q('id')} = {self.ph}"
         self._update_sql: dict[tuple[str, ...], str] = {}
+        # The managed columns of the model options (docs/safety.md).
+        self.versioned = model.versioned
+        self.soft_delete = model.soft_delete
+        self.multi_tenant = model.multi_tenant
+        self._version_bump = f", {q('version')} = {q('version')} + 1" if self.versioned else ""
+        self._scoped_sql: dict[Any, str] = {}
         self._row_readers = tuple((i, c, self.readers[c]) for i, c in enumerate(self.columns) if c in self.readers)
 
     def q(self, name: str) -> str:
@@ -98,12 +104,101 @@ class CompiledModel:
         return (f" WHERE {sql}", params) if sql else ("", params)
 
     def update_sql(self, names: tuple[str, ...]) -> str:
-        """``UPDATE t SET a = ?, b = ?`` for ``names`` (cached per field set)."""
+        """``UPDATE t SET a = ?, b = ?`` for ``names`` (cached per field set).
+
+        A versioned model's ``version`` grows by one in the same statement, so
+        no update path can forget it.
+        """
         sql = self._update_sql.get(names)
         if sql is None:
             sets = ", ".join(f"{self.q(n)} = {self.ph}" for n in names)
-            sql = self._update_sql[names] = f"UPDATE {self.table} SET {sets}"
+            sql = self._update_sql[names] = f"UPDATE {self.table} SET {sets}{self._version_bump}"
         return sql
+
+    # -- managed columns: tenant, soft delete, version
+
+    def scope(self, tenant: str | None, include_deleted: bool = False) -> tuple[list[str], list[Any]]:
+        """The conditions every statement on this model carries, and their params.
+
+        A multi-tenant model's rows are only ever those of ``tenant`` (no tenant →
+        :class:`~dataflow.errors.TenantRequiredError`); a soft-delete model hides
+        deleted rows unless ``include_deleted``.
+        """
+        parts: list[str] = []
+        params: list[Any] = []
+        if self.multi_tenant:
+            if tenant is None:
+                from ..errors import TenantRequiredError
+
+                raise TenantRequiredError(f"model {self.model.name} is multi-tenant and no tenant is bound")
+            parts.append(f"{self.q('tenant_id')} = {self.ph}")
+            params.append(tenant)
+        if self.soft_delete and not include_deleted:
+            parts.append(f"{self.q('deleted_at')} IS NULL")
+        return parts, params
+
+    def scoped_where(self, flt: Any, tenant: str | None, include_deleted: bool = False) -> tuple[str, list[Any]]:
+        """`` WHERE <scope> AND (<filter>)`` and its params (empty when there is neither).
+
+        The caller's filter sits in parentheses after the scope, so no ``$or``
+        inside it can reach past the tenant or the soft-delete condition.
+        """
+        parts, params = self.scope(tenant, include_deleted)
+        sql, flt_params = compile_filter(self, flt)
+        if sql:
+            parts.append(f"({sql})")
+            params.extend(flt_params)
+        return (" WHERE " + " AND ".join(parts), params) if parts else ("", params)
+
+    def scoped_condition(self, condition: str, tenant: str | None, include_deleted: bool = False) -> tuple[str, list[Any]]:
+        """`` WHERE <scope> AND <condition>``: the scope's params come first, the condition's after."""
+        parts, params = self.scope(tenant, include_deleted)
+        parts.append(condition)
+        return " WHERE " + " AND ".join(parts), params
+
+    def read_statement(self, id_value: Any, tenant: str | None, include_deleted: bool = False) -> tuple[str, list[Any]]:
+        """``SELECT`` of the row with ``id_value`` within the scope (text cached per ``include_deleted``)."""
+        key = ("read", include_deleted)
+        sql = self._scoped_sql.get(key)
+        parts, params = self.scope(tenant, include_deleted)
+        if sql is None:
+            parts.append(f"{self.q('id')} = {self.ph}")
+            sql = self._scoped_sql[key] = f"SELECT {self.select_list} FROM {self.table} WHERE {' AND '.join(parts)}"
+        params.append(id_value)
+        return sql, params
+
+    def managed_insert(self, values: dict[str, Any], tenant: str | None, now: Any) -> dict[str, Any]:
+        """Fill the managed columns of a new row in ``values`` (in place) and return it."""
+        values["created_at"] = values["updated_at"] = now
+        if self.versioned:
+            values["version"] = 1
+        if self.soft_delete:
+            values["deleted_at"] = None
+        if self.multi_tenant:
+            if tenant is None:
+                from ..errors import TenantRequiredError
+
+                raise TenantRequiredError(f"model {self.model.name} is multi-tenant and no tenant is bound")
+            values["tenant_id"] = tenant
+        return values
+
+    def delete_statement(self, flt: Any, tenant: str | None, now: Any) -> tuple[str, list[Any]]:
+        """The statement of Delete/BulkDelete: a soft-delete model's sets ``deleted_at`` instead."""
+        where, params = self.scoped_where(flt, tenant)
+        if not self.soft_delete:
+            return f"DELETE FROM {self.table}{where}", params
+        names = ("deleted_at", "updated_at")
+        return self.update_sql(names) + where, self.bind_fields(names, [now, now]) + params
+
+    def version_lock(self, flt: Any) -> dict[str, Any] | None:
+        """For a versioned model whose filter names ``version`` at its top level: the filter without it.
+
+        Rows matching that rest but not the version are stale: an update over
+        them is a :class:`~dataflow.errors.VersionConflictError`.
+        """
+        if not self.versioned or not isinstance(flt, dict) or "version" not in flt:
+            return None
+        return {k: v for k, v in flt.items() if k != "version"}
 
     def bind_fields(self, names: Sequence[str], values: Sequence[Any]) -> list[Any]:
         out = list(values)

@@ -83,6 +83,9 @@ def _logical(table: CompiledModel, op: str, value: Any, params: list[Any]) -> st
 def _field(table: CompiledModel, name: str, value: Any, params: list[Any]) -> str:
     if name not in table.model.fields:
         raise FilterError(f"unknown field {name!r} in filter", field=name)
+    if name == "tenant_id" and table.model.multi_tenant:
+        raise FilterError("'tenant_id' is set by the tenant context (db.tenant_context.switch or "
+                          "execute(tenant_id=...)) and may not appear in a filter", field=name)
     column = table.q(name)
     if isinstance(value, dict) and value and all(isinstance(k, str) and k.startswith("$") for k in value):
         return " AND ".join(_operator(table, name, column, op, arg, params) for op, arg in value.items())
