@@ -42,17 +42,16 @@ def list_records(db: DataFlow, model: str, **params: Any) -> list[dict[str, Any]
 def raw(db: DataFlow, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run one raw statement through the dialect on a leased connection; return its rows.
 
-    ``{ph}`` in ``sql`` is replaced by the dialect's placeholder and ``{q:name}``-style
-    quoting is left to the caller via ``db.dialect.quote``.
+    ``{ph}`` in ``sql`` is replaced by the dialect's placeholder; quote identifiers
+    with ``db.dialect.quote``.
     """
     text = sql.replace("{ph}", db.dialect.placeholder)
 
     def body(conn: Any) -> list[tuple[Any, ...]]:
         cursor = db.dialect.execute(conn, text, params)
-        try:
-            return [tuple(r) for r in cursor.fetchall()]
-        except Exception:  # a statement without a result set
+        if cursor.description is None:  # a statement without a result set
             return []
+        return [tuple(r) for r in cursor.fetchall()]
 
     return db.engine.run(body)
 

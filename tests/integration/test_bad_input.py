@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -26,7 +26,7 @@ def widgets(db: DataFlow) -> DataFlow:
         name: str
         size: int
         weight: float = 1.0
-        label: Optional[str] = None
+        label: str | None = None
 
     run_node(db, "WidgetCreateNode", {"name": "seed", "size": 1})
     return db

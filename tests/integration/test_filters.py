@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -28,7 +28,7 @@ def fruit(db: DataFlow) -> DataFlow:
         name: str
         price: float
         stock: int
-        note: Optional[str] = None
+        note: str | None = None
 
     run_node(db, "FruitBulkCreateNode", {"records": ROWS})
     return db

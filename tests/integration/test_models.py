@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -18,7 +18,15 @@ from dataflow import (
     WorkflowBuilder,
     WorkflowFailed,
 )
-from tests.integration.helpers import columns, count, list_records, raw, run_node, run_wf, table_count
+from tests.integration.helpers import (
+    columns,
+    count,
+    list_records,
+    raw,
+    run_node,
+    run_wf,
+    table_count,
+)
 
 
 def _define_everything(db: DataFlow) -> None:
@@ -34,8 +42,8 @@ def _define_everything(db: DataFlow) -> None:
         blob: bytes
         meta: dict
         tags: list
-        maybe_name: Optional[str]
-        maybe_qty: Optional[int] = None
+        maybe_name: Optional[str]  # noqa: UP045 - the spelling NODES.md shows
+        maybe_qty: int | None = None
         label: str = "plain"
         score: float = 1.25
         active: bool = True
@@ -44,7 +52,7 @@ def _define_everything(db: DataFlow) -> None:
 def test_every_type_round_trips_as_declared(db: DataFlow) -> None:
     """Every supported field type comes back as the declared Python type with the value given."""
     _define_everything(db)
-    when = datetime(2024, 2, 29, 13, 45, 7, 123456, tzinfo=timezone.utc)
+    when = datetime(2024, 2, 29, 13, 45, 7, 123456, tzinfo=UTC)
     values: dict[str, Any] = {
         "name": "widget", "qty": 7, "ratio": 0.5, "flag": False, "amount": Decimal("12.34"),
         "when": when, "day": date(2024, 2, 29), "blob": b"\x00\x01\xff", "meta": {"a": [1, 2], "b": None},
@@ -56,14 +64,14 @@ def test_every_type_round_trips_as_declared(db: DataFlow) -> None:
         for key, value in values.items():
             assert record[key] == value, key
             assert type(record[key]) is type(value), key
-    assert read["when"].astimezone(timezone.utc) == when
+    assert read["when"].astimezone(UTC) == when
 
 
 def test_defaults_apply_when_fields_are_omitted(db: DataFlow) -> None:
     """Omitted fields take their declared defaults, and the stored row holds them."""
     _define_everything(db)
     created = run_node(db, "ThingCreateNode", {
-        "name": "n", "qty": 1, "ratio": 1.0, "flag": True, "amount": Decimal("1"),
+        "name": "n", "qty": 1, "ratio": 1.0, "flag": True, "amount": Decimal(1),
         "when": datetime(2024, 1, 1), "day": date(2024, 1, 1), "blob": b"", "meta": {}, "tags": [],
     })
     read = run_node(db, "ThingReadNode", {"id": created["id"]})
@@ -75,7 +83,7 @@ def test_optional_without_default_is_none(db: DataFlow) -> None:
     """An Optional field without a default may be omitted and is stored as NULL (read back None)."""
     _define_everything(db)
     created = run_node(db, "ThingCreateNode", {
-        "name": "n", "qty": 1, "ratio": 1.0, "flag": True, "amount": Decimal("1"),
+        "name": "n", "qty": 1, "ratio": 1.0, "flag": True, "amount": Decimal(1),
         "when": datetime(2024, 1, 1), "day": date(2024, 1, 1), "blob": b"", "meta": {}, "tags": [],
     })
     read = run_node(db, "ThingReadNode", {"id": created["id"]})
@@ -165,13 +173,13 @@ def test_timestamps_are_set_on_create(db: DataFlow) -> None:
     class Note:
         text: str
 
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     created = run_node(db, "NoteCreateNode", {"text": "x"})
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     read = run_node(db, "NoteReadNode", {"id": created["id"]})
     for key in ("created_at", "updated_at"):
         assert isinstance(read[key], datetime)
-        assert before <= read[key].astimezone(timezone.utc) <= after
+        assert before <= read[key].astimezone(UTC) <= after
 
 
 @pytest.mark.parametrize("field", ["created_at", "updated_at"])
@@ -182,7 +190,7 @@ def test_timestamps_may_not_be_set_by_caller(db: DataFlow, field: str) -> None:
     class Note:
         text: str
 
-    stamp = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    stamp = datetime(2000, 1, 1, tzinfo=UTC)
     for node_type, params in (("NoteCreateNode", {"text": "x", field: stamp}),
                               ("NoteUpdateNode", {"filter": {"id": 1}, "fields": {field: stamp}})):
         wf = WorkflowBuilder(db)
@@ -247,7 +255,7 @@ def test_unique_index_is_enforced(db: DataFlow) -> None:
     class User:
         email: str
         name: str
-        __indexes__ = [{"name": "idx_user_email", "fields": ["email"], "unique": True}]
+        __indexes__ = [{"name": "idx_user_email", "fields": ["email"], "unique": True}]  # noqa: RUF012
 
     run_node(db, "UserCreateNode", {"email": "a@x.io", "name": "a"})
     with pytest.raises(WorkflowFailed) as info:
@@ -263,7 +271,7 @@ def test_multi_column_unique_index_is_enforced(db: DataFlow) -> None:
     class Seat:
         row: str
         number: int
-        __indexes__ = [{"name": "idx_seat", "fields": ["row", "number"], "unique": True}]
+        __indexes__ = [{"name": "idx_seat", "fields": ["row", "number"], "unique": True}]  # noqa: RUF012
 
     run_node(db, "SeatCreateNode", {"row": "A", "number": 1})
     run_node(db, "SeatCreateNode", {"row": "A", "number": 2})
@@ -280,7 +288,7 @@ def test_non_unique_index_is_created_sqlite(memdb: DataFlow) -> None:
     @memdb.model
     class Order:
         customer_id: int
-        __indexes__ = [{"name": "idx_customer", "fields": ["customer_id"], "unique": False}]
+        __indexes__ = [{"name": "idx_customer", "fields": ["customer_id"], "unique": False}]  # noqa: RUF012
 
     names = [r[1] for r in raw(memdb, "SELECT * FROM pragma_index_list('orders')")]
     assert "idx_customer" in names
@@ -304,7 +312,7 @@ def test_new_field_adds_column_and_keeps_data(engine_url: str) -> None:
         @db.model  # type: ignore[no-redef]
         class Person:
             name: str
-            nickname: Optional[str] = None
+            nickname: str | None = None
 
         run_node(db, "PersonCreateNode", {"name": "new", "nickname": "nu"})
         rows = {r["name"]: r["nickname"] for r in list_records(db, "Person")}
@@ -321,9 +329,9 @@ def test_new_field_on_same_instance(db: DataFlow) -> None:
     run_node(db, "PersonCreateNode", {"name": "old"})
 
     @db.model  # type: ignore[no-redef]
-    class Person:
+    class Person:  # noqa: F811 - the same model again, with a new field
         name: str
-        age: Optional[int] = None
+        age: int | None = None
 
     run_node(db, "PersonCreateNode", {"name": "new", "age": 3})
     assert count(db, "Person", {"age": None}) == 1
@@ -366,17 +374,15 @@ def test_disabled_model_options_are_accepted(db: DataFlow) -> None:
     @db.model
     class Widget:
         title: str
-        __dataflow__ = {"soft_delete": False, "versioned": False, "multi_tenant": False}
+        __dataflow__ = {"soft_delete": False, "versioned": False, "multi_tenant": False}  # noqa: RUF012
 
     run_node(db, "WidgetCreateNode", {"title": "t"})
     assert count(db, "Widget") == 1
 
 
-@pytest.mark.parametrize("hint", [set, tuple, complex, "Optional[int] | str"])
+@pytest.mark.parametrize("hint", [set, tuple, complex, int | str], ids=["set", "tuple", "complex", "union"])
 def test_unsupported_field_type_is_model_error(db: DataFlow, hint: Any) -> None:
-    """A field type outside the supported list is a ModelError naming the field."""
-    if isinstance(hint, str):
-        hint = Optional[int] | str
+    """A field type outside the supported list (or a union other than Optional) is a ModelError naming the field."""
     cls = type("Widget", (), {"__annotations__": {"odd": hint}})
     with pytest.raises(ModelError, match="odd"):
         db.model(cls)

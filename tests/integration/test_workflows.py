@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -33,8 +34,8 @@ def shop(db: DataFlow) -> DataFlow:
         number: str
         customer_id: int
         total: float = 0.0
-        note: Optional[str] = None
-        __indexes__ = [{"name": "idx_order_number", "fields": ["number"], "unique": True}]
+        note: str | None = None
+        __indexes__ = [{"name": "idx_order_number", "fields": ["number"], "unique": True}]  # noqa: RUF012
 
     @db.model
     class OrderLine:
@@ -343,7 +344,7 @@ def test_execute_async_many_concurrent_workflows_do_not_block_the_loop(shop: Dat
         out = await asyncio.gather(*(runtime.execute_async(workflow(i)) for i in range(n)))
         stop.set()
         await task
-        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
         return out, max(gaps), len(ticks)
 
     out, worst_gap, ticks = asyncio.run(asyncio.wait_for(main(), 60))
