@@ -132,7 +132,7 @@ def test_unknown_option_is_an_error_with_a_suggestion() -> None:
         DataFlow(pool_sise=3)
 
 
-@pytest.mark.parametrize("option", ["audit_logging", "cache_enabled", "monitoring", "encryption_key", "echo"])
+@pytest.mark.parametrize("option", ["audit_logging", "cache_enabled", "encryption_key", "echo"])
 def test_guide_options_not_built_yet_raise(option: str) -> None:
     """An option from the user guide whose feature is not built raises FeatureNotAvailableError, naming it."""
     with pytest.raises(FeatureNotAvailableError, match=option):
