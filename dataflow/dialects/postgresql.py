@@ -124,8 +124,8 @@ class PostgresDialect(Dialect):
         q = self.quote
         cols = ", ".join(q(c) for c in columns)
         marks = ", ".join("%s" for _ in columns)
-        target = ", ".join(q(c) for c in conflict)
-        head = f"INSERT INTO {q(model.table)} ({cols}) VALUES ({marks}) ON CONFLICT ({target}) DO "
+        target = f"({', '.join(q(c) for c in conflict)}) " if conflict else ""
+        head = f"INSERT INTO {q(model.table)} ({cols}) VALUES ({marks}) ON CONFLICT {target}DO "
         if not update:
             return head + "NOTHING"
         return head + "UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in update)
