@@ -38,6 +38,8 @@ class Engine:
 
     def __init__(self, dialect: Dialect, policy: actors.PoolPolicy) -> None:
         self.dialect = dialect
+        #: checkouts that gave up waiting (db.client.connection.timeouts)
+        self.timeouts = 0
         self.supervisor = actors.Supervisor(dialect, policy)
         try:
             with map_actor_errors(dialect):
@@ -52,8 +54,12 @@ class Engine:
             raise
 
     def checkout(self, timeout: float | None = None) -> actors.Lease:
-        with map_actor_errors(self.dialect):
-            return self.supervisor.checkout(timeout)
+        try:
+            with map_actor_errors(self.dialect):
+                return self.supervisor.checkout(timeout)
+        except errors.PoolTimeoutError:
+            self.timeouts += 1
+            raise
 
     def checkout_callback(
         self, callback: Callable[[actors.Lease | None, BaseException | None], None]
@@ -62,6 +68,8 @@ class Engine:
 
     def map(self, exc: BaseException) -> BaseException:
         """The DataFlow error for an engine or driver error (or ``exc`` itself)."""
+        if isinstance(exc, actors.CheckoutTimeout):
+            self.timeouts += 1
         try:
             with map_actor_errors(self.dialect):
                 raise exc

@@ -12,6 +12,10 @@ from typing import Any, TypeVar
 
 from ._actors_bridge import Engine
 from ._models import ModelSpec, build_model_spec
+from ._monitor import MonitorView
+from ._monitor_settings import OPTION_NAMES as MONITORING_OPTIONS
+from ._monitor_settings import settings_from
+from ._telemetry import Telemetry
 from ._tenant import TenantContext
 from .dialects import dialect_for, parse_url
 from .errors import ConfigurationError, EngineError, FeatureNotAvailableError, ModelError
@@ -25,12 +29,11 @@ C = TypeVar("C", bound=type)
 #: options from the user guide whose features are not built yet: accepted
 #: nowhere, so that nobody believes they are on.
 NOT_YET = frozenset({
-    "data_safety_level", "auto_retry_attempts", "bulk_optimization_mode", "monitoring",
-    "slow_query_threshold", "query_insights", "performance_monitoring", "safety_monitoring",
-    "monitoring_export_format", "monitoring_endpoint", "real_time_alerts", "audit_logging",
+    "data_safety_level", "auto_retry_attempts", "bulk_optimization_mode", "real_time_alerts", "audit_logging",
     "encryption_key", "cache_enabled", "cache_ttl", "enable_query_cache", "pool_max_overflow", "echo",
 })
-OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "multi_tenant", "node_timeout")
+OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "multi_tenant", "node_timeout",
+           *MONITORING_OPTIONS)
 
 _instances: list[weakref.ref[DataFlow]] = []
 _instances_lock = threading.Lock()
@@ -42,6 +45,15 @@ class DataFlow:
     ``DataFlow()`` is a private in-memory SQLite database. ``DataFlow(url)``
     (or ``DATABASE_URL``) selects another: ``sqlite:///app.db``,
     ``postgresql://…``, ``mysql://…``. Arguments win over the environment.
+
+    Observability (``docs/adr/0004-observability.md``): ``monitoring``,
+    ``slow_query_threshold`` (seconds), ``query_insights``,
+    ``performance_monitoring``, ``safety_monitoring``,
+    ``monitoring_export_format="prometheus"`` with ``monitoring_endpoint``
+    (``"/metrics"`` or ``"http://host:port/metrics"``) and ``monitoring_port``
+    (0: any free port), ``log_format`` (``"console"`` or ``"json"``), and
+    ``tracer_provider`` / ``meter_provider`` to use OpenTelemetry providers
+    other than the global ones.
     """
 
     def __init__(
@@ -55,6 +67,7 @@ class DataFlow:
         node_timeout: float = 300.0,
         **options: Any,
     ) -> None:
+        monitoring = settings_from(options)
         _reject_options(options)
         url_text = database_url or os.environ.get("DATABASE_URL") or "sqlite:///:memory:"
         self.url = parse_url(url_text)
@@ -67,21 +80,25 @@ class DataFlow:
         self.multi_tenant = multi_tenant
         #: ``with db.tenant_context.switch("acme"): …`` binds the tenant workflows run for
         self.tenant_context = TenantContext()
-        if _env_bool("DATAFLOW_MONITORING"):
-            raise FeatureNotAvailableError("DATAFLOW_MONITORING: monitoring is not available yet in this version of DataFlow")
         for name, value in (("pool_timeout", pool_timeout), ("pool_recycle", pool_recycle), ("node_timeout", node_timeout)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         self.node_timeout = float(node_timeout)
         self.dialect = dialect_for(self.url)
         self.engine = Engine(self.dialect, self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle))
+        try:
+            #: logs, traces, metrics and monitor statistics of this database
+            self.telemetry = Telemetry(self.url, self.dialect, self.engine, monitoring)
+        except BaseException:
+            self.engine.close()
+            raise
         self._models: dict[str, ModelSpec] = {}
         self._tables: dict[str, CompiledModel] = {}
         self._nodes: dict[str, NodeType] = {}
         self._closed = False
         with _instances_lock:
             _instances.append(weakref.ref(self))
-        self._finalizer = weakref.finalize(self, Engine.close, self.engine)
+        self._finalizer = weakref.finalize(self, _shutdown, self.engine, self.telemetry)
 
     # -- models and nodes
 
@@ -159,6 +176,31 @@ class DataFlow:
         """Size, in use, idle, waiting, restarts and state of the connection pool."""
         return self.engine.stats()._asdict()
 
+    # -- monitoring
+
+    def get_monitor_nodes(self) -> dict[str, MonitorView]:
+        """Live views ``transaction``, ``metrics``, ``bulk_operations`` and ``safety``.
+
+        Each is a read-only mapping that reads the current figures on every
+        access (``view.snapshot()`` gives a plain dict). A view whose option is
+        off says ``"enabled": False``; ``metrics`` always shows the pool.
+        """
+        return dict(self.telemetry.views)
+
+    def health(self, timeout: float = 2.0) -> dict[str, Any]:
+        """A readiness probe: pool state and a ping through a lease, all within ``timeout`` seconds.
+
+        Returns ``{"status": "ok" | "degraded" | "down" | "closed", "ok": bool,
+        "ping_ms", "error", "pool", "backend"}``; never raises for an unhealthy
+        database.
+        """
+        return self.telemetry.health(timeout)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes this instance (``monitoring_export_format="prometheus"``), else None."""
+        return self.telemetry.metrics_url
+
     @property
     def supervisor(self) -> Any:
         """The actor supervisor that owns this database's connections."""
@@ -189,6 +231,11 @@ class DataFlow:
 
     def __repr__(self) -> str:
         return f"<DataFlow {self.url}{' closed' if self._closed else ''}>"
+
+
+def _shutdown(engine: Engine, telemetry: Telemetry) -> None:
+    telemetry.close()
+    engine.close()
 
 
 def _reject_options(options: dict[str, Any]) -> None:

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import logging
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from actors import WorkflowActor
 from actors._loop import run_coroutine
 
+from ._logging import error_type
 from .errors import DataFlowError, WorkflowConnectionError, WorkflowError, WorkflowFailed
 from .nodes import RunContext
 
 if TYPE_CHECKING:
+    from ._telemetry import Telemetry
     from .workflow import Step, Workflow
 
 __all__ = ["Plan", "StepFailure", "new_run_id", "plan", "run_on_connection", "run_sync"]
-
-log = logging.getLogger("dataflow")
 
 Plan = list[tuple["Step", Any, dict[str, Any]]]
 Done = list[tuple[str, Callable[..., Any], dict[str, Any], Any]]
@@ -103,16 +103,21 @@ def _with_inputs(step: Step, params: dict[str, Any], results: dict[str, Any]) ->
 
 def run_on_connection(
     steps: Plan, conn: Any, run_id: str, node_timeout: float, loop: asyncio.AbstractEventLoop | None,
-    results: dict[str, Any], done: Done, tenant: str | None = None,
+    results: dict[str, Any], done: Done, tenant: str | None = None, tel: Telemetry | None = None,
 ) -> dict[str, Any]:
     """Run every step in order on ``conn`` (the caller owns the transaction).
 
     ``results`` and ``done`` (completed steps with a compensation) fill as it goes;
     ``tenant`` is the tenant this run was resolved for (nodes read it from the RunContext).
+    ``tel`` is given when the run is observed: each node then gets a span.
+    Lines marked ``# [telemetry]`` are removed by ``benchmarks/telemetry_cost.py``
+    to measure the code with instrumentation compiled out: keep each one a
+    whole statement that the code stays valid without.
     """
     rc = RunContext(conn, run_id, results, tenant)
     for step, prepared, params in steps:
         node = step.node
+        mark = tel.node_start(step) if tel is not None else None  # [telemetry]
         try:
             if prepared is None:
                 params = _with_inputs(step, params, results)
@@ -123,11 +128,16 @@ def run_on_connection(
             else:
                 out = _call_user(node.func, node.is_async, prepared, node_timeout, loop)
         except Exception as exc:
+            if tel is not None: tel.node_end(mark, None, exc)  # [telemetry]  # noqa: E701
             if node.critical or node.is_database:
                 raise StepFailure(step.id, exc, results, done) from exc
-            log.warning("noncritical_node_failed run_id=%s node_id=%s error_type=%s", run_id, step.id, type(exc).__name__)
+            node.db.telemetry.log.warning(
+                "node_failed", run_id=run_id, tenant_id=tenant, node_id=step.id, node_type=node.name,
+                model=node.model.name if node.model is not None else None, error_type=error_type(exc), critical=False,
+            )
             results[step.id] = {"failed": True, "error": f"{type(exc).__name__}: {exc}"}
             continue
+        if tel is not None: tel.node_end(mark, out)  # [telemetry]  # noqa: E701
         results[step.id] = out
         if node.compensation is not None:
             done.append((step.id, node.compensation, prepared, out))
@@ -179,8 +189,11 @@ def failed(failure: StepFailure, run_id: str, cause: BaseException, timeout: flo
 
 
 def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.AbstractEventLoop | None = None,
-             lease: Any = None, *, tenant: str | None = None) -> dict[str, Any]:
-    """Run ``steps`` on this thread: on ``lease`` if given, else on a newly leased connection."""
+             lease: Any = None, *, tenant: str | None = None, tel: Telemetry | None = None) -> dict[str, Any]:
+    """Run ``steps`` on this thread: on ``lease`` if given, else on a newly leased connection.
+
+    ``tel`` is given when the run is observed (see :func:`run_on_connection`).
+    """
     db = workflow.db
     assert db is not None
     engine = db.engine
@@ -189,15 +202,17 @@ def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.Abstrac
     done: Done = []
     if not workflow.uses_database:
         try:
-            return run_on_connection(steps, None, run_id, timeout, loop, results, done, tenant)
+            return run_on_connection(steps, None, run_id, timeout, loop, results, done, tenant, tel)
         except StepFailure as failure:
             raise failed(failure, run_id, failure.error, timeout, loop) from failure.error
     if lease is None:
+        if tel is not None: waiting = time.perf_counter()  # [telemetry]  # noqa: E701
         lease = engine.checkout()
+        if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]  # noqa: E701
     try:
         try:
             return WorkflowActor(engine.dialect, lease).run(
-                lambda conn: run_on_connection(steps, conn, run_id, timeout, loop, results, done, tenant),
+                lambda conn: run_on_connection(steps, conn, run_id, timeout, loop, results, done, tenant, tel),
                 transactional=workflow.transactional,
             )
         finally:

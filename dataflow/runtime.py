@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from . import _execute
@@ -51,7 +52,16 @@ class LocalRuntime:
         wf, tenant = _check(workflow, tenant_id)
         steps = _execute.plan(wf, parameters)
         run_id = _execute.new_run_id()
-        return _execute.run_sync(wf, steps, run_id, tenant=tenant), run_id
+        db = wf.db
+        assert db is not None
+        # Lines marked [telemetry]: see _execute.run_on_connection.
+        tel = db.telemetry.for_run()  # [telemetry]
+        if tel is not None: return tel.run(wf, run_id, tenant, lambda: _execute.run_sync(wf, steps, run_id, tenant=tenant, tel=tel)), run_id  # [telemetry]  # noqa: E501, E701
+        try:
+            return _execute.run_sync(wf, steps, run_id, tenant=tenant), run_id
+        except Exception as exc:
+            db.telemetry.workflow_failed(exc, run_id, tenant)
+            raise
 
 
 class AsyncLocalRuntime:
@@ -69,24 +79,46 @@ class AsyncLocalRuntime:
         run_id = _execute.new_run_id()
         db = wf.db
         assert db is not None
-        loop = asyncio.get_running_loop()
-        if not wf.uses_database:
-            return await asyncio.to_thread(_execute.run_sync, wf, steps, run_id, loop, tenant=tenant), run_id
-        lease = await _lease(db, loop)
-        done: asyncio.Future[dict[str, Any]] = loop.create_future()
-
-        def reply(result: Any, error: BaseException | None) -> None:
-            # Runs on the actor thread.
-            loop.call_soon_threadsafe(_settle, done, result, error)
-
+        tel = db.telemetry.for_run()  # [telemetry]
+        if tel is not None: return await tel.run_async(wf, run_id, tenant, _run_async(wf, steps, run_id, tenant, tel)), run_id  # [telemetry]  # noqa: E501, E701
         try:
-            lease.submit(lambda conn: _execute.run_sync(wf, steps, run_id, loop, lease, tenant=tenant), reply)
-        except BaseException as exc:
-            lease.release()
-            raise db.engine.map(exc) from exc
-        return await done, run_id
+            return await _run_async(wf, steps, run_id, tenant), run_id
+        except Exception as exc:
+            db.telemetry.workflow_failed(exc, run_id, tenant)
+            raise
 
     execute = execute_async
+
+
+async def _run_async(wf: Workflow, steps: _execute.Plan, run_id: str, tenant: str | None, tel: Any = None) -> dict[str, Any]:
+    """Run a workflow for the running loop: on a worker thread if it needs no database, else on
+    the leased connection's actor thread (``tel``: see ``_execute.run_on_connection``)."""
+    db = wf.db
+    assert db is not None
+    loop = asyncio.get_running_loop()
+    if not wf.uses_database:
+        return await asyncio.to_thread(_execute.run_sync, wf, steps, run_id, loop, tenant=tenant, tel=tel)
+    if tel is not None: waiting = time.perf_counter()  # [telemetry]  # noqa: E701
+    lease = await _lease(db, loop)
+    if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]  # noqa: E701
+    done: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    def reply(result: Any, error: BaseException | None) -> None:
+        # Runs on the actor thread.
+        loop.call_soon_threadsafe(_settle, done, result, error)
+
+    def body(conn: Any) -> dict[str, Any]:
+        # Runs on the actor thread.
+        return _execute.run_sync(wf, steps, run_id, loop, lease, tenant=tenant, tel=tel)
+
+    work = body
+    if tel is not None: work = tel.carry(body)  # [telemetry]  # noqa: E701
+    try:
+        lease.submit(work, reply)
+    except BaseException as exc:
+        lease.release()
+        raise db.engine.map(exc) from exc
+    return await done
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
