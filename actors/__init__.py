@@ -10,14 +10,17 @@ from .errors import (
     CheckoutTimeout,
     ChunkConsumerGone,
     ChunkStreamClosed,
+    CommitOutcomeUnknown,
     CompensationError,
     ConnectionLost,
     LeaseReleased,
     PoolClosed,
     SupervisorFailed,
 )
+from .messages import Compensation, CompensationReport
 from .policy import Backoff, PoolPolicy
 from .protocols import Driver, TxState
+from .safety import Journal, OrphanRun, RecoveryReport, Safety, SafetyActor, Saga
 from .supervisor import Lease, PoolStats, Supervisor
 from .workflow import WorkflowActor
 
@@ -28,14 +31,23 @@ __all__ = [
     "CheckoutTimeout",
     "ChunkConsumerGone",
     "ChunkStreamClosed",
+    "CommitOutcomeUnknown",
+    "Compensation",
     "CompensationError",
+    "CompensationReport",
     "ConnectionLost",
     "Driver",
+    "Journal",
     "Lease",
     "LeaseReleased",
+    "OrphanRun",
     "PoolClosed",
     "PoolPolicy",
     "PoolStats",
+    "RecoveryReport",
+    "Safety",
+    "SafetyActor",
+    "Saga",
     "Supervisor",
     "SupervisorFailed",
     "TxState",

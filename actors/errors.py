@@ -8,6 +8,7 @@ Our exception hierarchy::
     ├── PoolClosed          the supervisor was stopped; no more leases
     ├── SupervisorFailed    restarts exceeded the policy's intensity; the pool gave up
     ├── ConnectionLost      the driver reported a disconnect on a leased connection
+    │   └── CommitOutcomeUnknown  ... while COMMIT was in flight: it may have committed
     ├── LeaseReleased       a lease was used after it was released (a programming error)
     ├── ChunkStreamClosed   we closed a chunk stream and then tried to use it
     ├── ChunkConsumerGone   the consumer of a chunk stream died mid-stream
@@ -22,6 +23,7 @@ __all__ = [
     "CheckoutTimeout",
     "ChunkConsumerGone",
     "ChunkStreamClosed",
+    "CommitOutcomeUnknown",
     "CompensationError",
     "ConnectionLost",
     "LeaseReleased",
@@ -52,6 +54,10 @@ class SupervisorFailed(ActorsError):
 
 class ConnectionLost(ActorsError):
     """The driver reported that a leased connection is gone."""
+
+
+class CommitOutcomeUnknown(ConnectionLost):
+    """The connection was lost while COMMIT was in flight: it may or may not have committed."""
 
 
 class LeaseReleased(ActorsError, RuntimeError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from .errors import ConnectionLost
+from .errors import CommitOutcomeUnknown, ConnectionLost
 from .protocols import Driver
 from .supervisor import Lease
 
@@ -35,7 +35,9 @@ class WorkflowActor:
         database commits by itself, and no BEGIN/COMMIT round trips are spent.
         A driver error that means the connection is gone is re-raised as
         :class:`ConnectionLost` (the driver's error chained) and the lease is
-        marked broken so the supervisor replaces the connection.
+        marked broken so the supervisor replaces the connection. If it is
+        COMMIT that lost the connection, the transaction may or may not have
+        committed: that raises :class:`CommitOutcomeUnknown` instead.
         """
         driver = self.driver
         conn = self.lease.connection
@@ -50,13 +52,21 @@ class WorkflowActor:
             try:
                 driver.commit(conn)
             except BaseException as exc:
+                if self._is_disconnect(exc):
+                    self.lease.mark_broken()
+                    raise CommitOutcomeUnknown(f"the connection was lost during COMMIT: {exc}") from exc
                 self._abort(conn, exc)
                 raise
         return result
 
+    def _is_disconnect(self, exc: BaseException) -> bool:
+        # A body may wrap the driver's error (raise NodeFailed(...) from exc).
+        cause = exc.__cause__
+        return self.driver.is_disconnect(exc) or (cause is not None and self.driver.is_disconnect(cause))
+
     def _abort(self, conn: Any, exc: BaseException) -> None:
         # Returns to let the caller re-raise ``exc``, or raises ConnectionLost.
-        if self.driver.is_disconnect(exc):
+        if self._is_disconnect(exc):
             self.lease.mark_broken()
             raise ConnectionLost(f"the connection was lost: {exc}") from exc
         try:

@@ -5,6 +5,7 @@ Installed as the distribution ``dataflow-actors``; imported as ``dataflow``.
 
 from ._engine import DataFlow
 from .errors import (
+    CompensationFailed,
     ConfigurationError,
     ConnectionLostError,
     DatabaseError,
@@ -16,6 +17,7 @@ from .errors import (
     NodeParameterError,
     NotFoundError,
     OperationalError,
+    OutcomeUnknownError,
     PoolTimeoutError,
     ProgrammingError,
     TenantRequiredError,
@@ -31,6 +33,7 @@ from .workflow import Workflow, WorkflowBuilder
 
 __all__ = [
     "AsyncLocalRuntime",
+    "CompensationFailed",
     "ConfigurationError",
     "ConnectionLostError",
     "DataFlow",
@@ -44,6 +47,7 @@ __all__ = [
     "NodeParameterError",
     "NotFoundError",
     "OperationalError",
+    "OutcomeUnknownError",
     "PoolTimeoutError",
     "ProgrammingError",
     "TenantRequiredError",

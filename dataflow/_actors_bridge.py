@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import actors
 
 from . import errors
+from ._ledger import Ledger
+from ._safety import SessionDriver
 from .dialects.base import Dialect
 
 __all__ = ["Engine", "map_actor_errors"]
@@ -36,11 +38,17 @@ def map_actor_errors(dialect: Dialect) -> Iterator[None]:
 class Engine:
     """A dialect's supervisor, started; leases connections and runs work on them."""
 
-    def __init__(self, dialect: Dialect, policy: actors.PoolPolicy) -> None:
+    def __init__(self, dialect: Dialect, policy: actors.PoolPolicy, *, session: Sequence[str] = ()) -> None:
+        """``session``: statements every new connection runs once (``dataflow/_safety.py``)."""
         self.dialect = dialect
+        #: the compensation journal; :meth:`start_safety` replaces it when configured
+        self.safety = actors.Safety(_no_resolver, timeout=300.0)
+        #: the run ledger (``dataflow_runs``), used when the safety level asks for it
+        self.ledger = Ledger(self)
         #: checkouts that gave up waiting (db.client.connection.timeouts)
         self.timeouts = 0
-        self.supervisor = actors.Supervisor(dialect, policy)
+        driver: actors.Driver = SessionDriver(dialect, session) if session else dialect
+        self.supervisor = actors.Supervisor(driver, policy)
         try:
             with map_actor_errors(dialect):
                 self.supervisor.start()
@@ -91,9 +99,23 @@ class Engine:
         finally:
             lease.release()
 
+    def start_safety(
+        self, resolve: actors.safety.Resolver, *, timeout: float, journal: actors.Journal | None = None
+    ) -> actors.Safety:
+        """Configure the safety actor (started on first use, or now with a journal)."""
+        self.safety.stop()
+        self.safety = actors.Safety(resolve, timeout=timeout, journal=journal)
+        return self.safety
+
     def stats(self) -> actors.PoolStats:
         return self.supervisor.stats()
 
     def close(self) -> None:
+        # The safety actor first: a compensation still running may need a connection.
+        self.safety.stop()
         self.supervisor.stop()
         self.dialect.shutdown()
+
+
+def _no_resolver(entry: actors.Compensation) -> None:
+    return None

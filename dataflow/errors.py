@@ -21,7 +21,9 @@ Our exception hierarchy::
     ├── NotFoundError           ReadNode found no row and raise_on_not_found was true
     ├── VersionConflictError    an update named a ``version`` that is no longer current; nothing was written
     ├── EngineError             the engine is closed or its pool has given up
+    ├── OutcomeUnknownError     the connection died during COMMIT and the outcome could not be resolved
     └── WorkflowFailed          a workflow ran and failed: names the node, cause chained
+        └── CompensationFailed  ... and one or more compensations raised too
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CompensationFailed",
     "ConfigurationError",
     "ConnectionLostError",
     "DataFlowError",
@@ -40,6 +43,7 @@ __all__ = [
     "NodeParameterError",
     "NotFoundError",
     "OperationalError",
+    "OutcomeUnknownError",
     "PoolTimeoutError",
     "ProgrammingError",
     "TenantRequiredError",
@@ -168,12 +172,40 @@ class EngineError(DataFlowError, RuntimeError):
     """The DataFlow instance is closed, or its connection pool has given up."""
 
 
+class OutcomeUnknownError(DataFlowError):
+    """The connection was lost while the workflow's COMMIT was in flight, and the outcome
+    could not be resolved: its writes may or may not be in the database.
+
+    Never retried automatically, and no compensation was run (the steps may
+    have committed). ``run_id`` is the run, ``results`` what its nodes returned
+    (true if it committed), ``pending_compensations`` the node ids whose
+    compensations did not run. ``data_safety_level="maximum"`` resolves such
+    commits through the run ledger instead (``docs/safety.md``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        results: dict[str, Any] | None = None,
+        pending_compensations: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.results = results or {}
+        self.pending_compensations = pending_compensations or []
+
+
 class WorkflowFailed(DataFlowError):
     """A workflow ran and one of its nodes failed; every database write was rolled back.
 
     ``node`` is the failing node's id, ``run_id`` the run, ``results`` what the
-    nodes before it returned, ``compensation_errors`` what the compensations of
-    completed outside steps raised. The node's own error is ``__cause__``.
+    nodes before it returned, ``compensated`` the node ids whose compensations
+    ran (in the order they ran), ``compensation_errors`` (node id, exception)
+    for each compensation that raised, ``attempts`` how many times the
+    workflow ran (more than 1 after transient failures). The node's own
+    error is ``__cause__``.
     """
 
     def __init__(
@@ -185,6 +217,7 @@ class WorkflowFailed(DataFlowError):
         results: dict[str, Any] | None = None,
         compensated: list[str] | None = None,
         compensation_errors: list[tuple[str, BaseException]] | None = None,
+        attempts: int = 1,
     ) -> None:
         super().__init__(message)
         self.node = node
@@ -192,6 +225,12 @@ class WorkflowFailed(DataFlowError):
         self.results = results or {}
         self.compensated = compensated or []
         self.compensation_errors = compensation_errors or []
+        self.attempts = attempts
+
+
+class CompensationFailed(WorkflowFailed):
+    """The workflow failed and at least one compensation raised as well: the world
+    outside the database may be inconsistent (see ``compensation_errors``)."""
 
 
 for _name in __all__:

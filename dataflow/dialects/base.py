@@ -206,6 +206,25 @@ class Dialect(abc.ABC):
     def shutdown(self) -> None:
         """Release what the dialect itself holds (after every connection is closed)."""
 
+    # -- data safety (see dataflow/_safety.py) -------------------------------------
+
+    def isolation_sql(self, level: str) -> str | None:
+        """The statement that makes ``level`` ("READ COMMITTED", "REPEATABLE READ",
+        "SERIALIZABLE") the isolation of every later transaction on a connection;
+        None where the backend has only one. The default is the SQL standard form.
+        """
+        return f"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {level}"
+
+    def durability_sql(self, full: bool) -> list[str]:
+        """Per-connection statements that make every commit durable (``full``) or the default."""
+        return []
+
+    def journal_dialect(self) -> Dialect | None:
+        """Where the durable compensation journal lives: None for this same database, else
+        a dialect for a companion database whose writes never wait for a running
+        workflow's write lock (SQLite, whose file has one writer at a time)."""
+        return None
+
     # -- pool policy -------------------------------------------------------------
 
     def pool_policy(self, pool_size: int | None, pool_timeout: float | None, pool_recycle: float | None) -> PoolPolicy:

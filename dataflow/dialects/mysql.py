@@ -319,6 +319,9 @@ class MySQLDialect(Dialect):
         if conn is not None:
             self.close(conn)
 
+    def isolation_sql(self, level: str) -> str | None:
+        return f"SET SESSION TRANSACTION ISOLATION LEVEL {level}"
+
     # -- pool policy
 
     def pool_policy(self, pool_size: int | None, pool_timeout: float | None, pool_recycle: float | None) -> PoolPolicy:

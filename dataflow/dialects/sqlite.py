@@ -7,6 +7,7 @@ data outlives a replaced connection actor. A file database runs in WAL mode.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
@@ -211,6 +212,25 @@ class SQLiteDialect(Dialect):
     def is_transient(self, exc: BaseException) -> bool:
         code = getattr(exc, "sqlite_errorcode", None)
         return isinstance(exc, sqlite3.OperationalError) and code is not None and (code & 0xFF) in _BUSY_CODES
+
+    def isolation_sql(self, level: str) -> str | None:
+        # SQLite transactions are always serializable.
+        return None
+
+    def durability_sql(self, full: bool) -> list[str]:
+        # WAL with synchronous=NORMAL can lose the last commits on power loss
+        # (never on a process crash); FULL fsyncs the WAL at every commit.
+        if full and not self.url.memory:
+            return ["PRAGMA synchronous=FULL"]
+        return []
+
+    def journal_dialect(self) -> Dialect | None:
+        # A workflow holds the file's only write lock from BEGIN IMMEDIATE to
+        # COMMIT, while its outside steps are journalled: the journal needs a
+        # file of its own. (ATTACH would not do: BEGIN IMMEDIATE locks every
+        # attached database.)
+        assert self.url.database is not None
+        return SQLiteDialect(dataclasses.replace(self.url, database=self.url.database + ".compensations"))
 
     def shutdown(self) -> None:
         if self._keeper is not None:
