@@ -10,14 +10,19 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from actors import Compensation, RecoveryReport
+from actors.safety import import_qualified
+
 from ._actors_bridge import Engine
+from ._journal import make_journal
 from ._models import ModelSpec, build_model_spec
 from ._monitor import MonitorView
 from ._monitor_settings import OPTION_NAMES as MONITORING_OPTIONS
 from ._monitor_settings import settings_from
+from ._safety import SafetySettings, resolve_settings, session_statements
 from ._telemetry import Telemetry
 from ._tenant import TenantContext
-from .dialects import dialect_for, parse_url
+from .dialects import DatabaseURL, dialect_for, parse_url
 from .errors import ConfigurationError, EngineError, FeatureNotAvailableError, ModelError
 from .nodes import NodeType, make_user_node, model_node_types
 from .sql import CompiledModel
@@ -29,10 +34,11 @@ C = TypeVar("C", bound=type)
 #: options from the user guide whose features are not built yet: accepted
 #: nowhere, so that nobody believes they are on.
 NOT_YET = frozenset({
-    "data_safety_level", "auto_retry_attempts", "bulk_optimization_mode", "real_time_alerts", "audit_logging",
+    "bulk_optimization_mode", "real_time_alerts", "audit_logging",
     "encryption_key", "cache_enabled", "cache_ttl", "enable_query_cache", "pool_max_overflow", "echo",
 })
 OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "multi_tenant", "node_timeout",
+           "data_safety_level", "auto_retry_attempts", "durable_compensations",
            *MONITORING_OPTIONS)
 
 _instances: list[weakref.ref[DataFlow]] = []
@@ -65,6 +71,9 @@ class DataFlow:
         pool_recycle: float | None = None,
         multi_tenant: bool | None = None,
         node_timeout: float = 300.0,
+        data_safety_level: str | None = None,
+        auto_retry_attempts: int | None = None,
+        durable_compensations: bool | None = None,
         **options: Any,
     ) -> None:
         monitoring = settings_from(options)
@@ -85,7 +94,10 @@ class DataFlow:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         self.node_timeout = float(node_timeout)
         self.dialect = dialect_for(self.url)
-        self.engine = Engine(self.dialect, self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle))
+        #: the resolved ``data_safety_level`` bundle (``docs/safety.md``)
+        self.safety = _safety_settings(self.url, data_safety_level, auto_retry_attempts, durable_compensations)
+        self.engine = Engine(self.dialect, self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle),
+                             session=session_statements(self.dialect, self.safety))
         try:
             #: logs, traces, metrics and monitor statistics of this database
             self.telemetry = Telemetry(self.url, self.dialect, self.engine, monitoring)
@@ -99,6 +111,28 @@ class DataFlow:
         with _instances_lock:
             _instances.append(weakref.ref(self))
         self._finalizer = weakref.finalize(self, _shutdown, self.engine, self.telemetry)
+        try:
+            self._start_safety()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_safety(self) -> None:
+        journal = make_journal(self.dialect) if self.safety.durable_journal else None
+        self.engine.start_safety(_resolver(weakref.ref(self)), timeout=self.node_timeout, journal=journal)
+        if self.safety.ledger or journal is not None:
+            self.engine.ledger.ensure()
+        if journal is not None:
+            self.engine.safety.recover(timeout=None)
+
+    def recover_compensations(self) -> RecoveryReport:
+        """Run the pending compensations of processes that died (durable journal only).
+
+        DataFlow does this at start, every heartbeat, and when a node type
+        whose compensation was not found is registered; call it to do it now.
+        """
+        self._check_open()
+        return self.engine.safety.recover(timeout=None)
 
     # -- models and nodes
 
@@ -155,6 +189,9 @@ class DataFlow:
         if name in self._nodes and self._nodes[name].is_database:
             raise ValueError(f"{name!r} is a generated model node; choose another name")
         self._nodes[name] = make_user_node(self, name, func, compensation=compensation, critical=critical)
+        if compensation is not None and name in self.engine.safety.unresolved:
+            # A dead process left compensations of this node type pending.
+            self.engine.safety.recover(timeout=None)
 
     @property
     def models(self) -> dict[str, ModelSpec]:
@@ -236,6 +273,34 @@ class DataFlow:
 def _shutdown(engine: Engine, telemetry: Telemetry) -> None:
     telemetry.close()
     engine.close()
+
+
+def _safety_settings(url: DatabaseURL, level: Any, retries: Any, durable: Any) -> SafetySettings:
+    """Arguments over ``DATAFLOW_DATA_SAFETY_LEVEL`` / ``_AUTO_RETRY_ATTEMPTS`` / ``_DURABLE_COMPENSATIONS``."""
+    if level is None:
+        level = os.environ.get("DATAFLOW_DATA_SAFETY_LEVEL") or None
+    if retries is None and os.environ.get("DATAFLOW_AUTO_RETRY_ATTEMPTS"):
+        raw = os.environ["DATAFLOW_AUTO_RETRY_ATTEMPTS"]
+        try:
+            retries = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"DATAFLOW_AUTO_RETRY_ATTEMPTS={raw!r} is not a whole number") from None
+    if durable is None and os.environ.get("DATAFLOW_DURABLE_COMPENSATIONS"):
+        durable = _env_bool("DATAFLOW_DURABLE_COMPENSATIONS")
+    return resolve_settings(level, retries, durable, url)
+
+
+def _resolver(ref: weakref.ref[DataFlow]) -> Callable[[Compensation], Callable[..., Any] | None]:
+    # Holds the DataFlow weakly: the engine must not keep it alive.
+    def resolve(entry: Compensation) -> Callable[..., Any] | None:
+        # Runs on the safety actor's thread, for entries a dead process left.
+        db = ref()
+        node = db.get_node_type(entry.name) if db is not None else None
+        if node is not None and node.compensation is not None:
+            return node.compensation
+        return import_qualified(entry.qualname) if entry.qualname else None
+
+    return resolve
 
 
 def _reject_options(options: dict[str, Any]) -> None:
