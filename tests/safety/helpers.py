@@ -65,7 +65,7 @@ def raw(db: DataFlow, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
         cursor = db.dialect.execute(conn, text, params)
         try:
             return [tuple(r) for r in cursor.fetchall()]
-        except Exception:  # a statement without a result set
+        except Exception:  # a statement without a result set  # noqa: BLE001
             return []
 
     return db.engine.run(body)

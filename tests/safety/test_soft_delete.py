@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -18,9 +18,9 @@ def _define(db: DataFlow, *, versioned: bool = False) -> None:
     class Task:
         title: str
         done: bool = False
-        note: Optional[str] = None
+        note: str | None = None
         __dataflow__ = options
-        __indexes__ = [{"name": "uq_task_title", "fields": ["title"], "unique": True}]
+        __indexes__ = [{"name": "uq_task_title", "fields": ["title"], "unique": True}]  # noqa: RUF012
 
     @db.model
     class Page:
@@ -247,5 +247,5 @@ def test_declaring_deleted_at_on_a_soft_delete_model_is_a_model_error(db: DataFl
 
         @db.model
         class Bad:
-            deleted_at: Optional[datetime]
-            __dataflow__ = {"soft_delete": True}
+            deleted_at: datetime | None
+            __dataflow__ = {"soft_delete": True}  # noqa: RUF012

@@ -23,14 +23,14 @@ def _define(db: DataFlow) -> None:
     class Account:
         owner: str
         balance: int = 0
-        __dataflow__ = {"versioned": True}
-        __indexes__ = [{"name": "uq_account_owner", "fields": ["owner"], "unique": True}]
+        __dataflow__ = {"versioned": True}  # noqa: RUF012
+        __indexes__ = [{"name": "uq_account_owner", "fields": ["owner"], "unique": True}]  # noqa: RUF012
 
     @db.model
     class Doc:
         id: str
         title: str
-        __dataflow__ = {"versioned": True}
+        __dataflow__ = {"versioned": True}  # noqa: RUF012
 
 
 def _make(db: DataFlow, *owners: str) -> list[int]:
@@ -236,7 +236,7 @@ def test_declaring_version_on_a_versioned_model_is_a_model_error(db: DataFlow) -
         @db.model
         class Bad:
             version: int
-            __dataflow__ = {"versioned": True}
+            __dataflow__ = {"versioned": True}  # noqa: RUF012
 
 
 def test_existing_rows_get_version_one_when_the_option_is_turned_on(db: DataFlow, engine_url: str) -> None:
@@ -251,10 +251,10 @@ def test_existing_rows_get_version_one_when_the_option_is_turned_on(db: DataFlow
     with DataFlow(engine_url) as db2:
 
         @db2.model
-        class Ticket:  # noqa: F811
+        class Ticket:
             title: str
             __tablename__ = "tickets_v"
-            __dataflow__ = {"versioned": True}
+            __dataflow__ = {"versioned": True}  # noqa: RUF012
 
         (row,) = run_node(db2, "TicketListNode", {})["records"]
         assert row["version"] == 1
@@ -277,7 +277,7 @@ def _race(db: DataFlow, account: int, version: int, value: int) -> list[Any]:
             outcomes[slot] = LocalRuntime().execute(built)[0]["u"]["rows_affected"]
         except WorkflowFailed as exc:
             outcomes[slot] = exc.__cause__
-        except Exception as exc:  # pragma: no cover - reported by the assertion below
+        except Exception as exc:  # pragma: no cover - reported by the assertion below  # noqa: BLE001
             outcomes[slot] = exc
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
