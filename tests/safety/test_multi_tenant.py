@@ -17,6 +17,7 @@ from dataflow import (
     ModelError,
     TenantRequiredError,
     WorkflowBuilder,
+    WorkflowFailed,
 )
 from tests.safety.helpers import fails, index_columns, raw, rejected, run_node, snapshot
 
@@ -272,6 +273,37 @@ def test_upsert_on_a_unique_key_stays_within_the_tenant(db: DataFlow) -> None:
     assert out == {"inserted": 0, "updated": 1}
     assert snapshot(db, "Member", "acme") == before
     assert [r["name"] for r in snapshot(db, "Member", "globex")] == ["globex 2"]
+
+
+def test_concurrent_upserts_of_one_new_key_never_make_two_rows(db: DataFlow) -> None:
+    """Two threads upserting the same new key for one tenant leave one row; the slower may fail with IntegrityError."""
+    _define(db)
+    for round_ in range(5):
+        email = f"race{round_}@x"
+        gate = threading.Barrier(2)
+        outcomes: list[Any] = [None, None]
+
+        def worker(slot: int, email: str = email, gate: threading.Barrier = gate, outcomes: list[Any] = outcomes) -> None:
+            wf = WorkflowBuilder(db)
+            wf.add_node("MemberBulkUpsertNode", "u", {"records": [{"email": email, "name": f"t{slot}"}],
+                                                      "conflict_on": ["email"]})
+            built = wf.build()
+            gate.wait()
+            try:
+                outcomes[slot] = LocalRuntime().execute(built, tenant_id="acme")[0]["u"]
+            except WorkflowFailed as exc:
+                outcomes[slot] = exc.__cause__
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert [r["email"] for r in snapshot(db, "Member", "acme")].count(email) == 1
+        done = [o for o in outcomes if isinstance(o, dict)]
+        assert len(done) >= 1, outcomes
+        assert all(isinstance(o, (dict, IntegrityError)) for o in outcomes), outcomes
+        assert sum(o["inserted"] for o in done) == 1
 
 
 @pytest.mark.parametrize(("node", "params"), [

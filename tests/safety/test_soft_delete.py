@@ -55,6 +55,7 @@ def test_delete_sets_deleted_at_and_keeps_the_row(db: DataFlow) -> None:
     assert _stored(db) == 1
     row = run_node(db, "TaskReadNode", {"id": a, "include_deleted": True})
     assert isinstance(row["deleted_at"], datetime)
+    assert row["updated_at"] == row["deleted_at"]
     assert row["title"] == "a"
 
 
@@ -249,3 +250,26 @@ def test_declaring_deleted_at_on_a_soft_delete_model_is_a_model_error(db: DataFl
         class Bad:
             deleted_at: datetime | None
             __dataflow__ = {"soft_delete": True}  # noqa: RUF012
+
+
+def test_existing_rows_are_not_deleted_when_the_option_is_turned_on(db: DataFlow, engine_url: str) -> None:
+    """Turning soft_delete on for an existing table adds deleted_at as NULL: the old rows stay visible."""
+
+    @db.model
+    class Memo:
+        text: str
+        __tablename__ = "memos_sd"
+
+    run_node(db, "MemoCreateNode", {"text": "old"})
+    with DataFlow(engine_url) as db2:
+
+        @db2.model
+        class Memo:
+            text: str
+            __tablename__ = "memos_sd"
+            __dataflow__ = {"soft_delete": True}  # noqa: RUF012
+
+        (row,) = run_node(db2, "MemoListNode", {})["records"]
+        assert row["deleted_at"] is None
+        run_node(db2, "MemoDeleteNode", {"id": row["id"]})
+        assert run_node(db2, "MemoListNode", {"count_only": True})["count"] == 0

@@ -173,6 +173,17 @@ def test_update_of_missing_row_with_version_is_not_a_conflict(db: DataFlow) -> N
     assert out == {"rows_affected": 0, "updated": False, "record": None}
 
 
+def test_version_inside_or_and_in_delete_is_an_ordinary_condition(db: DataFlow) -> None:
+    """A version named inside $or, or in a Delete filter, only filters: a stale one matches nothing and raises nothing."""
+    _define(db)
+    (ann,) = _make(db, "ann")
+    run_node(db, "AccountUpdateNode", {"id": ann, "balance": 1})
+    out = run_node(db, "AccountUpdateNode", {"filter": {"id": ann, "$or": [{"version": 1}]}, "fields": {"balance": 2}})
+    assert out["rows_affected"] == 0
+    assert run_node(db, "AccountDeleteNode", {"filter": {"id": ann, "version": 1}}) == {"deleted": False, "rows_affected": 0}
+    assert run_node(db, "AccountReadNode", {"id": ann})["balance"] == 1
+
+
 def test_stale_update_rolls_back_the_whole_workflow(db: DataFlow) -> None:
     """A stale-version Update later in a workflow rolls back the writes of the nodes before it."""
     _define(db)
