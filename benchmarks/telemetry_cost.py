@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
+import re
 import statistics
 import sqlite3
 import sys
@@ -42,13 +43,15 @@ from ._engines import Engine
 from ._harness import Contender, Group, Outcome, measure, render
 
 MARK = "# [telemetry]"
+#: a line of code that ends with the marker (optionally followed by a ``# noqa`` comment)
+MARKED = re.compile(r"^\s*[^#\s].*# \[telemetry\](\s+# noqa[^#]*)?\s*$")
 
 
 def _stripped(module_name: str) -> tuple[types.ModuleType, int]:
     spec = importlib.util.find_spec(module_name)
     assert spec is not None and spec.origin is not None
     source = Path(spec.origin).read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in source if MARK not in line]
+    kept = [line for line in source if not MARKED.match(line)]
     removed = len(source) - len(kept)
     if removed == 0:
         raise RuntimeError(f"{module_name} has no {MARK!r} lines: nothing would be compiled out")
