@@ -450,27 +450,33 @@ class Saga:
     without one costs no hop.
     """
 
-    __slots__ = ("_safety", "attempt", "count", "loop", "run_id")
+    __slots__ = ("_safety", "attempt", "loop", "nodes", "run_id")
 
     def __init__(self, safety: Safety, run_id: str, attempt: int, loop: Any) -> None:
         self._safety = safety
         self.run_id = run_id
         self.attempt = attempt
         self.loop = loop
-        #: compensating steps journalled and not yet compensated or forgotten
-        self.count = 0
+        #: node ids of the steps journalled and not yet compensated or forgotten
+        self.nodes: list[str] = []
+
+    @property
+    def count(self) -> int:
+        """How many journalled steps are waiting to be compensated or forgotten."""
+        return len(self.nodes)
 
     def record(self, node_id: str, name: str, fn: Callable[..., Any], params: Any, result: Any) -> None:
         """Journal a completed step's compensation; returns once it is journalled."""
         entry = Compensation(self.run_id, self.attempt, self.count, node_id, name, qualified_name(fn), params, result)
-        self.count += 1  # even if the ask fails: the actor may hold it in memory
+        self.nodes.append(node_id)  # even if the ask fails: the actor may hold it in memory
         self._safety.ask(Record(entry, fn), self._safety.timeout)
 
     def compensate(self) -> CompensationReport:
         """Run this attempt's compensations in reverse order (no hop when there are none)."""
-        if not self.count:
+        if not self.nodes:
             return CompensationReport()
-        n, self.count = self.count, 0
+        n = len(self.nodes)
+        self.nodes = []
         try:
             report: CompensationReport = self._safety.ask(
                 Compensate(self.run_id, self.attempt, self.loop), n * self._safety.timeout + 5.0
@@ -481,10 +487,10 @@ class Saga:
 
     def compensate_then(self, reply: Callable[[CompensationReport], None]) -> None:
         """Like :meth:`compensate` without blocking: ``reply(report)`` runs on the actor thread."""
-        if not self.count:
+        if not self.nodes:
             reply(CompensationReport())
             return
-        self.count = 0
+        self.nodes = []
 
         def done(report: Any, error: BaseException | None) -> None:
             reply(report if error is None else CompensationReport((), (("*", error),)))
@@ -500,9 +506,9 @@ class Saga:
         ``journal=True`` when the attempt committed; ``journal=False`` when its
         outcome is unknown, which keeps the durable entries for recovery.
         """
-        if not self.count:
+        if not self.nodes:
             return
-        self.count = 0
+        self.nodes = []
         try:
             self._safety.tell(Forget(self.run_id, self.attempt, journal))
         except ActorStopped:

@@ -6,6 +6,8 @@ import asyncio
 import time
 from typing import Any
 
+from actors import Backoff, CompensationReport, Saga
+
 from . import _execute
 from ._tenant import resolve_tenant
 from .errors import EngineError, WorkflowError
@@ -91,13 +93,46 @@ class AsyncLocalRuntime:
 
 
 async def _run_async(wf: Workflow, steps: _execute.Plan, run_id: str, tenant: str | None, tel: Any = None) -> dict[str, Any]:
-    """Run a workflow for the running loop: on a worker thread if it needs no database, else on
-    the leased connection's actor thread (``tel``: see ``_execute.run_on_connection``)."""
+    """Run a workflow for the running loop, retrying transient failures like ``_execute.run_sync``.
+
+    Each attempt runs on a worker thread if it needs no database, else on the
+    leased connection's actor thread; leases, compensations, backoff and the
+    commit probe are awaited, never waited for on a thread the loop needs.
+    """
     db = wf.db
     assert db is not None
     loop = asyncio.get_running_loop()
+    backoff = Backoff()
+    attempt_no = 0
+    while True:
+        attempt_no += 1
+        saga = db.engine.safety.saga(run_id, attempt_no, loop)
+        try:
+            results = await _attempt_async(wf, steps, run_id, saga, loop, tenant, tel)
+        except _execute.AttemptFailed as failure:
+            if failure.kind == _execute.AttemptFailed.RESOLVE:
+                resolved = await asyncio.to_thread(_execute.resolve_commit, db, failure, run_id)
+                if resolved is None:
+                    saga.forget()
+                    return failure.results
+                failure = resolved
+            pending = list(saga.nodes)
+            if failure.kind == _execute.AttemptFailed.UNKNOWN:
+                report = _execute.abandon(saga)
+            else:
+                report = await _compensate(saga, loop, db.node_timeout)
+            await asyncio.sleep(_execute.after_failure(db, failure, report, run_id, attempt_no, pending, backoff))
+            continue
+        saga.forget()
+        return results
+
+
+async def _attempt_async(wf: Workflow, steps: _execute.Plan, run_id: str, saga: Saga,
+                         loop: asyncio.AbstractEventLoop, tenant: str | None, tel: Any) -> dict[str, Any]:
+    db = wf.db
+    assert db is not None
     if not wf.uses_database:
-        return await asyncio.to_thread(_execute.run_sync, wf, steps, run_id, loop, tenant=tenant, tel=tel)
+        return await asyncio.to_thread(_execute.attempt, wf, steps, run_id, saga, loop, None, tenant, tel)
     if tel is not None: waiting = time.perf_counter()  # [telemetry]  # noqa: E701
     lease = await _lease(db, loop)
     if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]  # noqa: E701
@@ -109,7 +144,7 @@ async def _run_async(wf: Workflow, steps: _execute.Plan, run_id: str, tenant: st
 
     def body(conn: Any) -> dict[str, Any]:
         # Runs on the actor thread.
-        return _execute.run_sync(wf, steps, run_id, loop, lease, tenant=tenant, tel=tel)
+        return _execute.attempt(wf, steps, run_id, saga, loop, lease, tenant, tel)
 
     work = body
     if tel is not None: work = tel.carry(body)  # [telemetry]  # noqa: E701
@@ -119,6 +154,17 @@ async def _run_async(wf: Workflow, steps: _execute.Plan, run_id: str, tenant: st
         lease.release()
         raise db.engine.map(exc) from exc
     return await done
+
+
+async def _compensate(saga: Saga, loop: asyncio.AbstractEventLoop, timeout: float) -> CompensationReport:
+    """The attempt's compensations, run by the safety actor while this loop stays free."""
+    bound = saga.count * timeout + 5.0
+    done: asyncio.Future[CompensationReport] = loop.create_future()
+    saga.compensate_then(lambda report: loop.call_soon_threadsafe(_settle, done, report, None))
+    try:
+        return await asyncio.wait_for(done, bound)
+    except TimeoutError as exc:
+        return CompensationReport((), (("*", exc),))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
