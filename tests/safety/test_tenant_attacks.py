@@ -114,10 +114,9 @@ def test_update_by_filter_shapes(world: World) -> None:
     assert all(r["note"] == "b was here" for r in snapshot(world.db, "User", B))
 
 
+@pytest.mark.parametrize("world", ["every_option"], indirect=True)
 def test_update_by_a_version(world: World) -> None:
     """An Update naming A's id with a version is neither an update nor a conflict for B."""
-    if not world.all_options:
-        pytest.skip("versioned only")
     a_id = world.a_users[0]
     out = world.b("UserUpdateNode", {"filter": {"id": a_id, "version": 1}, "fields": {"name": "pwned"}})
     assert out["rows_affected"] == 0
@@ -195,10 +194,9 @@ def test_bulk_update_every_shape(world: World) -> None:
     assert out["updated"] == 1
 
 
+@pytest.mark.parametrize("world", ["every_option"], indirect=True)
 def test_bulk_update_records_with_a_versions(world: World) -> None:
     """BulkUpdate records naming A's ids and versions are not updates and not conflicts for B."""
-    if not world.all_options:
-        pytest.skip("versioned only")
     out = world.b("UserBulkUpdateNode", {"records": [{"id": i, "version": 1, "name": "pwned"} for i in world.a_users]})
     assert out["updated"] == 0
 
