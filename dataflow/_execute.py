@@ -171,7 +171,7 @@ def run_on_connection(
             else:
                 out = _call_user(node.func, node.is_async, prepared, node_timeout, loop)
         except Exception as exc:
-            if tel is not None: tel.node_end(mark, None, exc)  # [telemetry]  # noqa: E701
+            if tel is not None: tel.node_end(mark, None, exc)  # [telemetry]
             if node.critical or node.is_database:
                 raise StepFailure(step.id, exc, results, saga) from exc
             node.db.telemetry.log.warning(
@@ -180,7 +180,7 @@ def run_on_connection(
             )
             results[step.id] = {"failed": True, "error": f"{type(exc).__name__}: {exc}"}
             continue
-        if tel is not None: tel.node_end(mark, out)  # [telemetry]  # noqa: E701
+        if tel is not None: tel.node_end(mark, out)  # [telemetry]
         if node.compensation is not None:
             try:
                 saga.record(step.id, node.name, node.compensation, prepared, out)
@@ -359,9 +359,9 @@ def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.Abstrac
         attempt_no += 1
         saga = engine.safety.saga(run_id, attempt_no, loop)
         if lease is None and workflow.uses_database:
-            if tel is not None: waiting = time.perf_counter()  # [telemetry]  # noqa: E701
+            if tel is not None: waiting = time.perf_counter()  # [telemetry]
             lease = engine.checkout()
-            if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]  # noqa: E701
+            if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]
         try:
             results = attempt(workflow, steps, run_id, saga, loop, lease, tenant, tel)
         except AttemptFailed as failure:

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from actors import ActorsError
+
 from .errors import DataFlowError
 
 if TYPE_CHECKING:
@@ -277,7 +279,7 @@ def check_health(engine: Engine, closed: bool, timeout: float) -> dict[str, Any]
 
     try:
         lease.submit(ping, reply)
-    except Exception as exc:  # the actor is gone
+    except ActorsError as exc:  # the connection actor is gone
         lease.release()
         report.update(status="down", error=type(exc).__name__)
         return report

@@ -103,7 +103,7 @@ def _handler(registry: Any, path: str, prometheus_client: Any) -> type[BaseHTTPR
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             return  # scrapes are not worth a log line each
 
     return MetricsHandler

@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sized
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, TypeVar
 
 import opentelemetry.metrics._internal as _otel_metrics_internal
 from opentelemetry import context as otel_context
@@ -83,11 +83,11 @@ class _Globals:
         return self._state
 
     @property
-    def _TRACER_PROVIDER(self) -> Any:  # noqa: N802 - mirrors the module attribute
+    def _TRACER_PROVIDER(self) -> Any:
         return self._poll()[0]
 
     @property
-    def _METER_PROVIDER(self) -> Any:  # noqa: N802
+    def _METER_PROVIDER(self) -> Any:
         return self._poll()[1]
 
 
@@ -528,11 +528,11 @@ class _CountingCursor:
             self._stats.add_rows(self._query, 1)
             yield row
 
-    def __enter__(self) -> _CountingCursor:
+    def __enter__(self) -> Self:
         self._cursor.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> Any:
+    def __exit__(self, *exc: object) -> Any:
         return self._cursor.__exit__(*exc)
 
     def __getattr__(self, name: str) -> Any:
@@ -547,8 +547,8 @@ class Instruments:
     instances join and leave ``members`` instead).
     """
 
-    _by_provider: weakref.WeakKeyDictionary[Any, Instruments] = weakref.WeakKeyDictionary()
-    _lock = threading.Lock()
+    _by_provider: ClassVar[weakref.WeakKeyDictionary[Any, Instruments]] = weakref.WeakKeyDictionary()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def for_provider(cls, provider: Any) -> Instruments:
@@ -653,15 +653,15 @@ def _ms(seconds: float | None) -> float | None:
 
 _IDENT = r'("[^"]+"|`[^`]+`|\[[^\]]+\]|[\w.$]+)'
 _SHAPES = (
-    ("SELECT", re.compile(rf"SELECT\b.*?\bFROM\s+{_IDENT}", re.I | re.S)),
-    ("INSERT", re.compile(rf"INSERT\s+(?:OR\s+\w+\s+|IGNORE\s+)?INTO\s+{_IDENT}", re.I)),
-    ("UPDATE", re.compile(rf"UPDATE\s+{_IDENT}", re.I)),
-    ("DELETE", re.compile(rf"DELETE\s+FROM\s+{_IDENT}", re.I)),
-    ("CREATE TABLE", re.compile(rf"CREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_IDENT}", re.I)),
+    ("SELECT", re.compile(rf"SELECT\b.*?\bFROM\s+{_IDENT}", re.IGNORECASE | re.DOTALL)),
+    ("INSERT", re.compile(rf"INSERT\s+(?:OR\s+\w+\s+|IGNORE\s+)?INTO\s+{_IDENT}", re.IGNORECASE)),
+    ("UPDATE", re.compile(rf"UPDATE\s+{_IDENT}", re.IGNORECASE)),
+    ("DELETE", re.compile(rf"DELETE\s+FROM\s+{_IDENT}", re.IGNORECASE)),
+    ("CREATE TABLE", re.compile(rf"CREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_IDENT}", re.IGNORECASE)),
     ("CREATE INDEX", re.compile(rf"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?{_IDENT}\s+ON\s+{_IDENT}",
-                                re.I)),
-    ("ALTER TABLE", re.compile(rf"ALTER\s+TABLE\s+{_IDENT}", re.I)),
-    ("DROP TABLE", re.compile(rf"DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?{_IDENT}", re.I)),
+                                re.IGNORECASE)),
+    ("ALTER TABLE", re.compile(rf"ALTER\s+TABLE\s+{_IDENT}", re.IGNORECASE)),
+    ("DROP TABLE", re.compile(rf"DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?{_IDENT}", re.IGNORECASE)),
 )
 
 

@@ -58,7 +58,7 @@ class LocalRuntime:
         assert db is not None
         # Lines marked [telemetry]: see _execute.run_on_connection.
         tel = db.telemetry.for_run()  # [telemetry]
-        if tel is not None: return tel.run(wf, run_id, tenant, lambda: _execute.run_sync(wf, steps, run_id, tenant=tenant, tel=tel)), run_id  # [telemetry]  # noqa: E501, E701
+        if tel is not None: return tel.run(wf, run_id, tenant, lambda: _execute.run_sync(wf, steps, run_id, tenant=tenant, tel=tel)), run_id  # [telemetry]
         try:
             return _execute.run_sync(wf, steps, run_id, tenant=tenant), run_id
         except Exception as exc:
@@ -82,7 +82,7 @@ class AsyncLocalRuntime:
         db = wf.db
         assert db is not None
         tel = db.telemetry.for_run()  # [telemetry]
-        if tel is not None: return await tel.run_async(wf, run_id, tenant, _run_async(wf, steps, run_id, tenant, tel)), run_id  # [telemetry]  # noqa: E501, E701
+        if tel is not None: return await tel.run_async(wf, run_id, tenant, _run_async(wf, steps, run_id, tenant, tel)), run_id  # [telemetry]
         try:
             return await _run_async(wf, steps, run_id, tenant), run_id
         except Exception as exc:
@@ -133,9 +133,9 @@ async def _attempt_async(wf: Workflow, steps: _execute.Plan, run_id: str, saga: 
     assert db is not None
     if not wf.uses_database:
         return await asyncio.to_thread(_execute.attempt, wf, steps, run_id, saga, loop, None, tenant, tel)
-    if tel is not None: waiting = time.perf_counter()  # [telemetry]  # noqa: E701
+    if tel is not None: waiting = time.perf_counter()  # [telemetry]
     lease = await _lease(db, loop)
-    if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]  # noqa: E701
+    if tel is not None: tel.waited(time.perf_counter() - waiting)  # [telemetry]
     done: asyncio.Future[dict[str, Any]] = loop.create_future()
 
     def reply(result: Any, error: BaseException | None) -> None:
@@ -147,7 +147,7 @@ async def _attempt_async(wf: Workflow, steps: _execute.Plan, run_id: str, saga: 
         return _execute.attempt(wf, steps, run_id, saga, loop, lease, tenant, tel)
 
     work = body
-    if tel is not None: work = tel.carry(body)  # [telemetry]  # noqa: E701
+    if tel is not None: work = tel.carry(body)  # [telemetry]
     try:
         lease.submit(work, reply)
     except BaseException as exc:

@@ -91,7 +91,7 @@ def add_customer(db: DataFlow) -> None:
     class Customer:
         name: str
         email: str
-        __indexes__ = [{"name": "uq_customer_email", "fields": ["email"], "unique": True}]
+        __indexes__ = [{"name": "uq_customer_email", "fields": ["email"], "unique": True}]  # noqa: RUF012
 
 
 def create_read(email: str = SECRET) -> Any:

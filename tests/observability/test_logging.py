@@ -38,9 +38,8 @@ def test_workflow_failed_is_logged_with_ids_and_error_type(db: DataFlow) -> None
     """A failing workflow logs workflow_failed with run_id, node_id and error_type, without the secret value."""
     add_customer(db)
     LocalRuntime().execute(create_read())
-    with capture_logs() as captured:
-        with pytest.raises(WorkflowFailed) as info:
-            LocalRuntime().execute(create_read())
+    with capture_logs() as captured, pytest.raises(WorkflowFailed) as info:
+        LocalRuntime().execute(create_read())
     [failed] = events(captured, "workflow_failed")
     assert failed["run_id"] == info.value.run_id
     assert failed["node_id"] == "create"
@@ -60,9 +59,8 @@ def test_a_users_exception_message_never_reaches_the_log(make_db: Any) -> None:
         db.register_node("Charge", charge)
         wf = WorkflowBuilder()
         wf.add_node("Charge", "charge", {"card": SECRET})
-        with capture_logs() as captured:
-            with pytest.raises(WorkflowFailed):
-                LocalRuntime().execute(wf.build())
+        with capture_logs() as captured, pytest.raises(WorkflowFailed):
+            LocalRuntime().execute(wf.build())
         assert events(captured, "workflow_failed")[0]["error_type"] == "RuntimeError"
         assert SECRET not in repr(captured)
 

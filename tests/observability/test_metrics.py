@@ -8,7 +8,12 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from dataflow import DataFlow, LocalRuntime, PoolTimeoutError, WorkflowBuilder, WorkflowFailed
-from dataflow._telemetry import DB_DURATION_BUCKETS, record_compensation, record_retry, record_unknown_outcome
+from dataflow._telemetry import (
+    DB_DURATION_BUCKETS,
+    record_compensation,
+    record_retry,
+    record_unknown_outcome,
+)
 
 from .conftest import add_customer, create_read, metric_points
 

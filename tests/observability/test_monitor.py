@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from dataflow import (
-    ConfigurationError, DataFlow, FeatureNotAvailableError, LocalRuntime, WorkflowBuilder, WorkflowFailed,
+    ConfigurationError,
+    DataFlow,
+    FeatureNotAvailableError,
+    LocalRuntime,
+    WorkflowBuilder,
+    WorkflowFailed,
 )
 from dataflow._telemetry import record_compensation, record_retry, record_unknown_outcome
 

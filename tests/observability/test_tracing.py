@@ -44,7 +44,7 @@ def test_span_names_and_attributes(observed_db: DataFlow, span_exporter: InMemor
     """A create + read workflow yields the workflow, node and CLIENT spans with the database conventions."""
     add_customer(observed_db)
     span_exporter.clear()
-    results, run_id = LocalRuntime().execute(create_read())
+    _, run_id = LocalRuntime().execute(create_read())
     spans = span_exporter.get_finished_spans()
     check_tree(spans, observed_db)
     named = by_name(spans)
