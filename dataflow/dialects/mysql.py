@@ -115,7 +115,8 @@ class MySQLDialect(Dialect):
             "init_command": "SET SESSION sql_mode = 'TRADITIONAL,NO_AUTO_VALUE_ON_ZERO',"
                             " time_zone = '+00:00'",
         }
-        params.update(dict(url.query))
+        # ?connect_timeout=5&read_timeout=30: PyMySQL wants numbers as numbers
+        params.update({k: int(v) if v.isdigit() else v for k, v in url.query})
         self._params = params
         self._lock = threading.Lock()
         self._spare: _Connection | None = None
