@@ -166,3 +166,37 @@ def test_health_down_when_the_ping_fails(memdb: DataFlow, monkeypatch: pytest.Mo
     while not memdb.health(timeout=2)["ok"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert memdb.health(timeout=2)["ok"]
+
+
+def test_a_real_compensation_reaches_log_view_and_metric(
+    make_db: Any, metric_reader: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure after a compensated step reports compensation_ran in the log, the safety view and the counter."""
+    import logging
+
+    from structlog.testing import capture_logs
+
+    caplog.set_level(logging.INFO, logger="dataflow")
+    from .conftest import metric_points
+
+    db = make_db(traced=True, safety_monitoring=True)
+    undone: list[str] = []
+    db.register_node("Reserve", lambda **p: {"ok": True}, compensation=lambda params, result: undone.append("r"))
+
+    def fail(**params: Any) -> dict[str, Any]:
+        raise ValueError(SECRET)
+
+    db.register_node("Fail", fail)
+    wf = WorkflowBuilder()
+    wf.add_node("Reserve", "reserve", {})
+    wf.add_node("Fail", "fail", {})
+    wf.add_connection("reserve", "ok", "fail", "ok")
+    with capture_logs() as captured, pytest.raises(WorkflowFailed):
+        LocalRuntime().execute(wf.build())
+    assert undone == ["r"]
+    [ran] = [e for e in captured if e["event"] == "compensation_ran"]
+    assert ran["node_id"] == "reserve"
+    assert db.get_monitor_nodes()["safety"]["compensations"] == {"ran": 1, "failed": 0}
+    [point] = metric_points(metric_reader)["dataflow.compensations"]
+    assert point.value == 1 and point.attributes["dataflow.compensation.outcome"] == "ok"
+    assert SECRET not in repr(captured)
