@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import difflib
 import os
 import threading
@@ -37,7 +38,8 @@ NOT_YET = frozenset({
     "bulk_optimization_mode", "real_time_alerts", "audit_logging",
     "encryption_key", "cache_enabled", "cache_ttl", "enable_query_cache", "pool_max_overflow", "echo",
 })
-OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "multi_tenant", "node_timeout",
+OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "max_restarts", "restart_period",
+           "multi_tenant", "node_timeout",
            "data_safety_level", "auto_retry_attempts", "durable_compensations",
            *MONITORING_OPTIONS)
 
@@ -60,6 +62,13 @@ class DataFlow:
     (0: any free port), ``log_format`` (``"console"`` or ``"json"``), and
     ``tracer_provider`` / ``meter_provider`` to use OpenTelemetry providers
     other than the global ones.
+
+    Pool (``docs/adr/0006-pool-and-supervision.md``): ``pool_size`` (or
+    ``DB_POOL_SIZE``; default from the CPU count, capped by what the server
+    allows), ``pool_timeout`` (seconds to wait for a connection, then
+    ``PoolTimeoutError``), ``pool_recycle`` (seconds a connection lives),
+    and ``max_restarts`` connection failures tolerated within
+    ``restart_period`` seconds before the pool gives up (``EngineError``).
     """
 
     def __init__(
@@ -69,6 +78,8 @@ class DataFlow:
         pool_size: int | None = None,
         pool_timeout: float | None = None,
         pool_recycle: float | None = None,
+        max_restarts: int | None = None,
+        restart_period: float | None = None,
         multi_tenant: bool | None = None,
         node_timeout: float = 300.0,
         data_safety_level: str | None = None,
@@ -89,15 +100,23 @@ class DataFlow:
         self.multi_tenant = multi_tenant
         #: ``with db.tenant_context.switch("acme"): …`` binds the tenant workflows run for
         self.tenant_context = TenantContext()
-        for name, value in (("pool_timeout", pool_timeout), ("pool_recycle", pool_recycle), ("node_timeout", node_timeout)):
+        for name, value in (("pool_timeout", pool_timeout), ("pool_recycle", pool_recycle),
+                            ("restart_period", restart_period), ("node_timeout", node_timeout)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if max_restarts is not None and (isinstance(max_restarts, bool) or not isinstance(max_restarts, int)
+                                         or max_restarts < 0):
+            raise ConfigurationError(f"max_restarts must be a whole number >= 0, got {max_restarts!r}")
         self.node_timeout = float(node_timeout)
         self.dialect = dialect_for(self.url)
         #: the resolved ``data_safety_level`` bundle (``docs/safety.md``)
         self.safety = _safety_settings(self.url, data_safety_level, auto_retry_attempts, durable_compensations)
-        self.engine = Engine(self.dialect, self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle),
-                             session=session_statements(self.dialect, self.safety))
+        policy = self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle)
+        supervision = {k: v for k, v in (("max_restarts", max_restarts), ("restart_period", restart_period))
+                       if v is not None}
+        if supervision:
+            policy = dataclasses.replace(policy, **supervision)
+        self.engine = Engine(self.dialect, policy, session=session_statements(self.dialect, self.safety))
         try:
             #: logs, traces, metrics and monitor statistics of this database
             self.telemetry = Telemetry(self.url, self.dialect, self.engine, monitoring)
@@ -142,12 +161,26 @@ class DataFlow:
         if not isinstance(cls, type):
             raise ModelError("@db.model decorates a class")
         spec = build_model_spec(cls, multi_tenant_default=self.multi_tenant)
+        self._check_index_names(spec)
         table = CompiledModel(spec, self.dialect)
         self.engine.run(lambda conn: self._ensure_schema(conn, spec))
         self._models[spec.name] = spec
         self._tables[spec.name] = table
         self._nodes.update(model_node_types(self, spec, table))
         return cls
+
+    def _check_index_names(self, spec: ModelSpec) -> None:
+        # PostgreSQL names indexes per schema, not per table: two models with
+        # one index name would silently share (and skip) the second index.
+        for other in self._models.values():
+            if other.name == spec.name:
+                continue
+            clash = {i.name for i in other.indexes} & {i.name for i in spec.indexes}
+            if clash:
+                raise ModelError(
+                    f"model {spec.name}: index name(s) {sorted(clash)} already used by model {other.name}; "
+                    "index names must be unique across models"
+                )
 
     def _ensure_schema(self, conn: Any, spec: ModelSpec) -> None:
         dialect = self.dialect

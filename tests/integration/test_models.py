@@ -395,3 +395,19 @@ def test_bad_default_is_model_error(db: DataFlow) -> None:
         @db.model
         class Widget:
             qty: int = "many"  # type: ignore[assignment]
+
+
+def test_index_name_used_by_another_model_is_refused(memdb: Any) -> None:
+    """Two models may not share an index name (PostgreSQL would silently skip the second index)."""
+
+    @memdb.model
+    class Shelf:
+        label: str
+        __indexes__ = [{"name": "idx_label", "fields": ["label"], "unique": True}]
+
+    with pytest.raises(ModelError, match="idx_label"):
+
+        @memdb.model
+        class Bin:
+            label: str
+            __indexes__ = [{"name": "idx_label", "fields": ["label"], "unique": True}]
