@@ -109,10 +109,11 @@ class Journal(Protocol):
 
 
 def qualified_name(fn: Any) -> str:
-    """``"module:qualname"`` of ``fn``, or "" if it cannot be imported back (a lambda, a closure)."""
+    """``"module:qualname"`` of ``fn``, or "" if another process cannot import it back
+    (a lambda, a closure, a function of the ``__main__`` script)."""
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname or module == "__main__":
         return ""
     return f"{module}:{qualname}"
 

@@ -79,11 +79,12 @@ class SqlJournal:
     STALE_AFTER = 60.0
 
     def __init__(self, dialect: Dialect, *, setup: Sequence[str] = (), ledger_dialect: Dialect | None = None) -> None:
-        """``dialect`` opens the journal's connection and runs ``setup`` on it.
+        """``dialect`` (the journal's own, shut down at close) opens the journal's
+        connection and runs ``setup`` on it.
 
-        ``ledger_dialect``, when given, is the application database's dialect:
-        the ledger is then read on a connection of its own (the SQLite
-        companion), and ``dialect`` is the journal's own, shut down at close.
+        ``ledger_dialect``, when given, is the application database's dialect,
+        for a journal kept in a companion database: the ledger is then read on
+        a connection of its own.
         """
         self.dialect = dialect
         self.setup = tuple(setup)
@@ -124,11 +125,10 @@ class SqlJournal:
             conn, self._conn = self._conn, None
             if conn is not None:
                 self.dialect.close(conn)
-            if self.ledger_dialect is not None:
-                ledger_conn, self._ledger_conn = self._ledger_conn, None
-                if ledger_conn is not None:
-                    self.ledger_dialect.close(ledger_conn)
-                self.dialect.shutdown()
+            ledger_conn, self._ledger_conn = self._ledger_conn, None
+            if ledger_conn is not None and self.ledger_dialect is not None:
+                self.ledger_dialect.close(ledger_conn)
+            self.dialect.shutdown()
 
     def append(self, entry: Compensation) -> None:
         row = (
@@ -242,12 +242,25 @@ class SqlJournal:
         return self._conn
 
     def _tx(self, body: Callable[[Any], T]) -> T:
-        """Run ``body(conn)`` in one short transaction; reconnect once if the connection is gone."""
+        """Run ``body(conn)`` in one short transaction.
+
+        A connection found dead at BEGIN (idle too long, server restarted) is
+        replaced once: nothing of ours was sent yet. A connection lost later
+        is not retried here, since a lost COMMIT may have committed: the
+        error goes to the caller (a failed append fails the workflow's step,
+        which is then compensated from memory).
+        """
+        dialect = self.dialect
         for tries_left in (1, 0):
             conn = self._connect()
-            dialect = self.dialect
             try:
                 dialect.begin(conn)
+            except Exception as exc:
+                self._drop(conn)
+                if tries_left and dialect.is_disconnect(exc):
+                    continue
+                raise
+            try:
                 result = body(conn)
                 dialect.commit(conn)
                 return result
@@ -256,26 +269,29 @@ class SqlJournal:
                 return []  # type: ignore[return-value]  # another process claimed them first
             except Exception as exc:
                 if dialect.is_disconnect(exc):
-                    self._conn = None
-                    dialect.close(conn)
-                    if tries_left:
-                        continue
+                    self._drop(conn)
                 else:
                     try:
                         dialect.rollback(conn)
                     except Exception:
-                        self._conn = None
-                        dialect.close(conn)
+                        self._drop(conn)
                 raise
         raise AssertionError("unreachable")
+
+    def _drop(self, conn: Any) -> None:
+        self._conn = None
+        try:
+            self.dialect.close(conn)
+        except Exception:
+            log.debug("journal_close_failed", exc_info=True)
 
 
 def make_journal(dialect: Dialect) -> SqlJournal:
     """The durable journal for the database ``dialect`` serves."""
-    companion = dialect.journal_dialect()
-    if companion is None:
-        return SqlJournal(dialect)
-    return SqlJournal(companion, setup=companion.durability_sql(True), ledger_dialect=dialect)
+    own = dialect.journal_dialect()
+    if own.url == dialect.url:
+        return SqlJournal(own)
+    return SqlJournal(own, setup=own.durability_sql(True), ledger_dialect=dialect)
 
 
 class _Raced(Exception):

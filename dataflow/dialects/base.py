@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import select
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -23,7 +24,15 @@ from ._url import DatabaseURL
 if TYPE_CHECKING:
     from ..errors import DataFlowError
 
-__all__ = ["Converter", "Dialect", "datetime_to_text", "decimal_canonical", "default_pool_size", "text_to_datetime"]
+__all__ = [
+    "Converter",
+    "Dialect",
+    "datetime_to_text",
+    "decimal_canonical",
+    "default_pool_size",
+    "socket_quiet",
+    "text_to_datetime",
+]
 
 Converter = Callable[[Any], Any]
 
@@ -61,6 +70,19 @@ def decimal_canonical(value: Any) -> Decimal:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return Decimal(text)
+
+
+def socket_quiet(fd: int) -> bool:
+    """True if nothing is waiting on socket ``fd``: no data, no end of file, no error.
+
+    An idle client connection expects nothing from its server, so anything
+    there (a FATAL message and a close from ``pg_terminate_backend``, the
+    close after MySQL's ``KILL``) means the server has probably dropped it.
+    A poll that does not wait: about a microsecond, no round trip.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
 
 
 def default_pool_size() -> int:
@@ -194,6 +216,13 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def ping(self, conn: Any) -> bool: ...
 
+    def alive(self, conn: Any) -> bool:
+        """No round trip: False if an idle connection is visibly gone (see ``Driver.alive``).
+
+        True by default: an embedded database cannot be killed from outside.
+        """
+        return True
+
     @abc.abstractmethod
     def transaction_state(self, conn: Any) -> TxState: ...
 
@@ -219,11 +248,14 @@ class Dialect(abc.ABC):
         """Per-connection statements that make every commit durable (``full``) or the default."""
         return []
 
-    def journal_dialect(self) -> Dialect | None:
-        """Where the durable compensation journal lives: None for this same database, else
-        a dialect for a companion database whose writes never wait for a running
-        workflow's write lock (SQLite, whose file has one writer at a time)."""
-        return None
+    def journal_dialect(self) -> Dialect:
+        """A dialect of its own for the durable compensation journal's connection.
+
+        By default the same database (its URL equals this one's). SQLite
+        returns a companion database instead, whose writes never wait for a
+        running workflow's write lock (its file has one writer at a time).
+        """
+        return type(self)(self.url)
 
     # -- pool policy -------------------------------------------------------------
 

@@ -224,7 +224,7 @@ class SQLiteDialect(Dialect):
             return ["PRAGMA synchronous=FULL"]
         return []
 
-    def journal_dialect(self) -> Dialect | None:
+    def journal_dialect(self) -> Dialect:
         # A workflow holds the file's only write lock from BEGIN IMMEDIATE to
         # COMMIT, while its outside steps are journalled: the journal needs a
         # file of its own. (ATTACH would not do: BEGIN IMMEDIATE locks every
