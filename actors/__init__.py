@@ -4,6 +4,7 @@ Knows nothing of models or SQL; talks to databases only through
 :class:`~actors.protocols.Driver`.
 """
 
+from .chunker import BulkChunker, BulkChunkerActor, Chunk, ChunkerStatistics
 from .errors import (
     ActorsError,
     ActorStopped,
@@ -28,9 +29,13 @@ __all__ = [
     "ActorStopped",
     "ActorsError",
     "Backoff",
+    "BulkChunker",
+    "BulkChunkerActor",
     "CheckoutTimeout",
+    "Chunk",
     "ChunkConsumerGone",
     "ChunkStreamClosed",
+    "ChunkerStatistics",
     "CommitOutcomeUnknown",
     "Compensation",
     "CompensationError",
