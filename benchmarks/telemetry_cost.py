@@ -21,6 +21,14 @@ Contenders, each on its own database file, measured round-robin by
 Besides the table it prints each contender's median over ``compiled out``, and
 the median of the per-repetition ratios (each repetition runs every contender
 once, so the paired ratio cancels most machine drift).
+
+The 3% question needs a finer instrument than wall-clock repetitions on a
+shared machine (two identical contenders differ by several percent there), so
+a second part interleaves short blocks (``--block`` workflows) of ``compiled
+out``, a second ``compiled out`` (the control: its ratio is the noise floor),
+``off`` and ``monitoring``, in a shuffled order each round, timing each block
+with the thread's CPU clock (``time.thread_time``, blind to time spent
+descheduled), and reports the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
+import random
 import re
 import sqlite3
 import statistics
 import sys
 import tempfile
+import time
 import timeit
 import types
 from pathlib import Path
@@ -161,14 +171,64 @@ def _ratios(outcomes: list[Outcome], base: str) -> list[str]:
     return lines
 
 
+def _interleaved(ops: dict[str, Any], rounds: int, block: int) -> dict[str, list[float]]:
+    """CPU µs per workflow of each op, one figure per round; blocks run in a shuffled order."""
+    cpu: dict[str, list[float]] = {name: [] for name in ops}
+    i = 10_000_000  # past every id the harness used
+    names = list(ops)
+    for _ in range(rounds):
+        random.shuffle(names)
+        for name in names:
+            op = ops[name]
+            start = time.thread_time()
+            for _ in range(block):
+                op(i)
+                i += 1
+            cpu[name].append((time.thread_time() - start) * 1e6 / block)
+    return cpu
+
+
+def _fine(workdir: Path, stripped: Any, rounds: int, block: int) -> list[str]:
+    setups = {
+        "compiled out": _dataflow(workdir, "fine_compiled_out", stripped),
+        "compiled out 2": _dataflow(workdir, "fine_control", stripped),
+        "off": _dataflow(workdir, "fine_off"),
+        "monitoring": _dataflow(workdir, "fine_monitoring", monitoring=True),
+    }
+    ops, cleanups = {}, []
+    try:
+        for name, setup in setups.items():
+            op, cleanup = setup()
+            cleanups.append(cleanup)
+            ops[name] = op
+            for i in range(max(block, 200)):
+                op(20_000_000 + i)
+        cpu = _interleaved(ops, rounds, block)
+    finally:
+        for cleanup in cleanups:
+            cleanup()
+    ref = cpu["compiled out"]
+    lines = [f"== interleaved CPU time · {rounds} rounds × {block} workflows per contender",
+             f"  {'contender':<16} {'cpu µs/op':>10} {'paired ratio to compiled out (median, IQR)':>44}"]
+    for name, values in cpu.items():
+        paired = sorted(a / b for a, b in zip(values, ref))
+        q1, q3 = paired[len(paired) // 4], paired[(3 * len(paired)) // 4]
+        lines.append(f"  {name:<16} {statistics.median(values):>10.1f} "
+                     f"{statistics.median(paired):>26.4f}x ({q1:.4f}–{q3:.4f})")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.telemetry_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
     p.add_argument("--reps", type=int, help="repetitions (default 15, quick 3)")
     p.add_argument("-n", type=int, help="workflows per repetition (default 3000, quick 300)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 150, quick 10)")
+    p.add_argument("--block", type=int, default=200, help="workflows per interleaved block (default 200)")
     args = p.parse_args(argv)
     reps = args.reps or (3 if args.quick else 15)
     n = args.n or (300 if args.quick else 3000)
+    rounds = args.rounds or (10 if args.quick else 150)
     stripped, removed = compiled_out()
     print(f"command: python -m benchmarks.telemetry_cost {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"python: {platform.python_implementation()} {platform.python_version()} on {platform.platform()}")
@@ -191,10 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = measure(contenders, n=n, reps=reps, warmup=max(n // 10, 5))
         finally:
             engine.drop(raw_table)
+        fine = _fine(workdir, stripped, rounds, args.block)
     print(f"reps: {reps} × {n} workflows per contender, round-robin; figures are medians\n")
     print(render(Group(f"telemetry cost · create_read · sqlite · {n} ops × {reps} reps, median", outcomes)))
     print()
     print("\n".join(_ratios(outcomes, "compiled out")))
+    print()
+    print("\n".join(fine))
     return 0 if all(o.error is None for o in outcomes) else 1
 
 
