@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,10 @@ class ConnectionActor(pykka.ThreadingActor):
         self._supervisor = supervisor
         self._slot = slot
         self._conn: Any = None
+
+    def on_start(self) -> None:
+        # Runs in the actor's thread, before any message.
+        self._slot.thread_id = threading.get_ident()
 
     def on_receive(self, message: Any) -> Any:
         # Runs in the actor's thread; may block on the driver.

@@ -16,9 +16,15 @@ class PoolPolicy:
     are opened on demand. ``checkout_timeout`` bounds every wait for a lease.
     ``max_idle`` closes connections above ``min_size`` idle for longer;
     ``max_lifetime`` recycles a connection when it is next released after
-    that age. At most ``max_restarts`` connection failures within
-    ``restart_period`` seconds are tolerated; one more and the supervisor
-    reports ``failed``.
+    that age (each connection draws its own age limit between 95% and 100%
+    of ``max_lifetime``, so connections opened together are not all recycled
+    together), or when it is about to be leased after that age.
+    ``check_idle``: a connection idle for at least this many seconds is
+    checked with :meth:`~actors.protocols.Driver.alive` (no round trip)
+    before it is leased, and replaced if the server has closed it; None
+    turns the check off. At most ``max_restarts`` connection failures (a
+    crashed connection actor, a failed connect) within ``restart_period``
+    seconds are tolerated; one more and the supervisor reports ``failed``.
     """
 
     min_size: int = 1
@@ -29,6 +35,7 @@ class PoolPolicy:
     max_restarts: int = 5
     restart_period: float = 10.0
     connect_timeout: float = 30.0
+    check_idle: float | None = 0.001
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -39,6 +46,8 @@ class PoolPolicy:
             raise ValueError("checkout_timeout must be positive")
         if self.max_restarts < 0 or self.restart_period <= 0:
             raise ValueError("max_restarts must be >= 0 and restart_period positive")
+        if self.check_idle is not None and self.check_idle < 0:
+            raise ValueError("check_idle must be >= 0 or None")
 
 
 class Backoff:

@@ -40,7 +40,15 @@ class Driver(Protocol):
         """Roll back the open transaction, if any."""
 
     def ping(self, conn: Any) -> bool:
-        """Return True if the connection still works."""
+        """Return True if the connection still works (a round trip)."""
+
+    def alive(self, conn: Any) -> bool:
+        """Return False if an idle connection is visibly gone, without a round trip.
+
+        Called before an idle connection is leased, so it must be cheap and
+        must not block: look at the socket, and fall back to :meth:`ping`
+        only when the server has sent something to an idle connection.
+        """
 
     def transaction_state(self, conn: Any) -> TxState:
         """Report the connection's transaction state."""

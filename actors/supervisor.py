@@ -10,6 +10,7 @@ thread hand-off costs more here than a whole SQLite statement (see
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 from collections import deque
@@ -48,15 +49,21 @@ class PoolStats(NamedTuple):
 class Slot:
     """One connection actor and the connection it owns."""
 
-    __slots__ = ("actor", "born", "conn", "id", "idle_since", "state")
+    __slots__ = ("actor", "born", "conn", "expires", "id", "idle_since", "replaces", "state", "thread_id")
 
-    def __init__(self, slot_id: int) -> None:
+    def __init__(self, slot_id: int, replaces: bool = False) -> None:
         self.id = slot_id
         self.actor: pykka.ActorRef[Any] | None = None
         self.conn: Any = None
         self.state = "connecting"
         self.born = time.monotonic()
         self.idle_since = self.born
+        #: when the connection is recycled (monotonic), None for never
+        self.expires: float | None = None
+        #: opened to replace a lost one: retried with backoff until it connects
+        self.replaces = replaces
+        #: the ident of the actor's thread, once it runs
+        self.thread_id: int | None = None
 
 
 class Lease:
@@ -102,6 +109,33 @@ class Lease:
         except pykka.ActorDeadError as exc:
             self._broken = True
             raise ActorStopped(f"connection actor {self._slot.id} has stopped") from exc
+
+    @property
+    def max_renewals(self) -> int:
+        """How often :meth:`renew` may be tried for one piece of work: once per pooled connection, plus one."""
+        return self._supervisor.policy.max_size + 1
+
+    def renew(self, timeout: float | None = None) -> Any:
+        """Swap a connection found dead before any work was done on it for a fresh one.
+
+        The old connection is retired (and replaced); this lease then holds
+        another connection, waiting for one at most ``timeout`` seconds (the
+        policy's checkout timeout by default). Returns the new connection.
+        If no connection can be had, the lease ends released and the
+        checkout's error is raised.
+        """
+        if self._released:
+            raise LeaseReleased("this lease was released; its connection is gone")
+        supervisor = self._supervisor
+        self._released = True
+        supervisor._release(self._slot, True)
+        fresh = supervisor.checkout(timeout)
+        # The fresh lease's slot now belongs to this lease.
+        fresh._released = True
+        self._slot, self._conn = fresh._slot, fresh._conn
+        self._broken = False
+        self._released = False
+        return self._conn
 
     def release(self) -> None:
         """Give the connection back; idempotent."""
@@ -153,6 +187,7 @@ class Supervisor:
         self._state = "new"
         self._failure: BaseException | None = None
         self._backoff = Backoff()
+        self._timers: set[threading.Timer] = set()
         self._starting = False
         self._first_error: BaseException | None = None
 
@@ -197,8 +232,11 @@ class Supervisor:
             connecting = [s for s in self._slots if s.state == "connecting"]
             for slot in idle:
                 self._slots.discard(slot)
+            timers = self._cancel_timers_locked()
         for slot in idle + connecting:
             self._stop_actor(slot, timeout)
+        for timer in timers:
+            timer.join(timeout)
 
     @property
     def state(self) -> str:
@@ -224,8 +262,13 @@ class Supervisor:
         with self._lock:
             return [s.actor for s in self._slots if s.actor is not None and s.actor.is_alive()]
 
-    def crash_one(self, reason: str = "crash requested") -> int:
-        """Crash one connection actor (an idle one if any); return its slot id."""
+    def crash_one(self, reason: str = "crash requested", timeout: float | None = None) -> int:
+        """Crash one connection actor (an idle one if any); return its slot id.
+
+        With ``timeout``, wait until the actor has closed its connection and
+        reported its death (raise TimeoutError past it), unless called from
+        that actor's own thread, which cannot crash while it waits.
+        """
         with self._lock:
             candidates = list(self._idle) or [s for s in self._slots if s.actor is not None]
             if not candidates:
@@ -233,6 +276,10 @@ class Supervisor:
             slot = candidates[-1]
         assert slot.actor is not None
         slot.actor.tell(Crash(reason))
+        if timeout is not None and slot.thread_id != threading.get_ident():
+            with self._lock:
+                if not self._changed.wait_for(lambda: slot.state == "dead", timeout):
+                    raise TimeoutError(f"connection actor {slot.id} did not crash within {timeout:g}s")
         return slot.id
 
     def resize(self, max_size: int) -> None:
@@ -264,16 +311,26 @@ class Supervisor:
     # -- leasing ----------------------------------------------------------
 
     def checkout(self, timeout: float | None = None) -> Lease:
-        """Lease a connection, waiting at most ``timeout`` (default: the policy's)."""
-        with self._lock:
-            if self._idle and self._state == "running":
-                slot = self._idle.pop()
-                slot.state = "leased"
+        """Lease a connection, waiting at most ``timeout`` (default: the policy's).
+
+        An idle connection that is past its age or visibly dead (see
+        :meth:`_fit`) is retired and replaced instead of leased.
+        """
+        while True:
+            # Critical section: take an idle connection, or queue up for one.
+            with self._lock:
+                if self._idle and self._state == "running":
+                    slot = self._idle.pop()
+                    slot.state = "leased"
+                else:
+                    self._check_running_locked()
+                    waiter = _Waiter(None)
+                    self._waiters.append(waiter)
+                    self._grow_locked()
+                    break
+            if self._fit(slot):
                 return Lease(self, slot)
-            self._check_running_locked()
-            waiter = _Waiter(None)
-            self._waiters.append(waiter)
-            self._grow_locked()
+            self._retire(slot)
         wait = self.policy.checkout_timeout if timeout is None else timeout
         assert waiter.event is not None
         if not waiter.event.wait(wait):
@@ -300,17 +357,21 @@ class Supervisor:
         request if it is still waiting (True) or says it was already served.
         """
         waiter = _Waiter(callback)
-        with self._lock:
-            if self._state != "running":
-                waiter.deliver(None, self._not_running_error_locked())
-                return lambda: False
-            if self._idle:
+        while True:
+            with self._lock:
+                if self._state != "running":
+                    waiter.deliver(None, self._not_running_error_locked())
+                    return lambda: False
+                if not self._idle:
+                    self._waiters.append(waiter)
+                    self._grow_locked()
+                    break
                 slot = self._idle.pop()
                 slot.state = "leased"
+            if self._fit(slot):
                 waiter.deliver(Lease(self, slot), None)
                 return lambda: False
-            self._waiters.append(waiter)
-            self._grow_locked()
+            self._retire(slot)
 
         def withdraw() -> bool:
             with self._lock:
@@ -326,24 +387,47 @@ class Supervisor:
         retire = broken or self._state != "running"
         if not retire:
             retire = not self._clean(slot)
-        lifetime = self.policy.max_lifetime
-        if not retire and lifetime is not None and time.monotonic() - slot.born > lifetime:
+        if not retire and slot.expires is not None and time.monotonic() >= slot.expires:
             retire = True
         with self._lock:
             # Decide again under the lock: the actor may have died while we
-            # cleaned (its slot left the pool), or the pool may have shrunk.
-            if slot not in self._slots or len(self._slots) > self.policy.max_size:
+            # cleaned (its slot left the pool and was replaced already), or
+            # the pool may have shrunk (then the slot is not replaced).
+            replace = slot in self._slots and len(self._slots) <= self.policy.max_size
+            if not replace:
                 retire = True
             if retire:
-                self._slots.discard(slot)
-                slot.state = "closing"
-                if self._state == "running":
-                    self._grow_locked()
+                self._retire_locked(slot, replace)
             else:
                 self._hand_over_locked(slot)
                 self._reap_idle_locked()
         if retire:
             self._stop_actor(slot, 0)
+
+    def _fit(self, slot: Slot) -> bool:
+        """Whether an idle connection may be leased: not past its age, not visibly dead.
+
+        Runs on the checking-out thread, outside the lock. The liveness check
+        costs no round trip (``Driver.alive`` looks at the socket) and is
+        skipped for a connection released less than ``check_idle`` ago, so a
+        busy pool never pays for it (docs/adr/0006-pool-and-supervision.md).
+        """
+        now = time.monotonic()
+        if slot.expires is not None and now >= slot.expires:
+            return False
+        check = self.policy.check_idle
+        if check is None or now - slot.idle_since < check:
+            return True
+        try:
+            return bool(self.driver.alive(slot.conn))
+        except Exception:
+            return False
+
+    def _retire(self, slot: Slot) -> None:
+        """Close a leased-but-unfit connection and replace it one-for-one."""
+        with self._lock:
+            self._retire_locked(slot, True)
+        self._stop_actor(slot, 0)
 
     def _clean(self, slot: Slot) -> bool:
         """Roll back anything left open; False if the connection is unusable."""
@@ -364,6 +448,11 @@ class Supervisor:
         with self._lock:
             slot.conn = conn
             slot.born = time.monotonic()
+            lifetime = self.policy.max_lifetime
+            if lifetime is not None:
+                # psycopg_pool's jitter: 95-100% of max_lifetime, so that
+                # connections opened together are not recycled together.
+                slot.expires = slot.born + lifetime * random.uniform(0.95, 1.0)
             if self._state != "running" or slot not in self._slots:
                 self._slots.discard(slot)
                 stale = True
@@ -387,10 +476,11 @@ class Supervisor:
             if not was_in_pool:  # dropped by resize() while connecting
                 return
             self._count_restart_locked(exc)
-            if self._state == "running" and self._needs_growth_locked():
+            if self._state == "running" and (slot.replaces or self._needs_growth_locked()):
                 delay = self._backoff.next_delay()
-                timer = threading.Timer(delay, self._respawn)
+                timer = threading.Timer(delay, self._respawn, args=(slot.replaces,))
                 timer.daemon = True
+                self._timers.add(timer)
                 timer.start()
 
     def _child_died(self, slot: Slot, exc: BaseException | None) -> None:
@@ -403,15 +493,21 @@ class Supervisor:
                 except ValueError:
                     pass
             slot.state = "dead"
+            self._changed.notify_all()
             if not was_in_pool:
                 return
             self._count_restart_locked(exc)
             if self._state == "running":
+                self._replace_locked()
                 self._grow_locked()
 
-    def _respawn(self) -> None:
+    def _respawn(self, replace: bool) -> None:
+        # Runs on a backoff timer's thread.
         with self._lock:
+            self._timers = {t for t in self._timers if t is not threading.current_thread()}
             if self._state == "running":
+                if replace:
+                    self._replace_locked()
                 self._grow_locked()
 
     # -- helpers (lock held) ---------------------------------------------
@@ -427,8 +523,22 @@ class Supervisor:
         if self._needs_growth_locked():
             self._spawn_locked()
 
-    def _spawn_locked(self) -> None:
-        slot = Slot(self._next_id)
+    def _replace_locked(self) -> None:
+        # One-for-one: a lost connection is replaced, up to max_size.
+        if len(self._slots) < self.policy.max_size:
+            self._spawn_locked(replaces=True)
+
+    def _retire_locked(self, slot: Slot, replace: bool) -> None:
+        # The caller stops the slot's actor after leaving the lock.
+        self._slots.discard(slot)
+        slot.state = "closing"
+        if self._state == "running":
+            if replace:
+                self._replace_locked()
+            self._grow_locked()
+
+    def _spawn_locked(self, replaces: bool = False) -> None:
+        slot = Slot(self._next_id, replaces)
         self._next_id += 1
         self._slots.add(slot)
         slot.actor = ConnectionActor.start(self.driver, self, slot)
@@ -474,13 +584,27 @@ class Supervisor:
             self._fail_locked(exc)
 
     def _fail_locked(self, exc: BaseException | None) -> None:
+        # No more restarts: fail every waiter, close every idle connection
+        # (leased ones close on release), and stop the backoff timers.
         self._state = "failed"
         self._failure = exc
         error = self._not_running_error_locked()
         waiters, self._waiters = list(self._waiters), deque()
         for waiter in waiters:
             waiter.deliver(None, error)
+        idle, self._idle = list(self._idle), deque()
+        for slot in idle:
+            self._slots.discard(slot)
+            slot.state = "closing"
+            self._stop_actor(slot, 0)  # only tells Close: safe under the lock
+        self._cancel_timers_locked()
         self._changed.notify_all()
+
+    def _cancel_timers_locked(self) -> list[threading.Timer]:
+        timers, self._timers = list(self._timers), set()
+        for timer in timers:
+            timer.cancel()
+        return [t for t in timers if t is not threading.current_thread()]
 
     def _check_running_locked(self) -> None:
         if self._state != "running":

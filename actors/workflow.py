@@ -40,10 +40,8 @@ class WorkflowActor:
         committed: that raises :class:`CommitOutcomeUnknown` instead.
         """
         driver = self.driver
-        conn = self.lease.connection
+        conn = self._begin() if transactional else self.lease.connection
         try:
-            if transactional:
-                driver.begin(conn)
             result = body(conn)
         except BaseException as exc:
             self._abort(conn, exc)
@@ -58,6 +56,32 @@ class WorkflowActor:
                 self._abort(conn, exc)
                 raise
         return result
+
+    def _begin(self) -> Any:
+        """BEGIN on the leased connection; return the connection it succeeded on.
+
+        A connection that turns out to be dead on BEGIN has done no work for
+        this run, so it is swapped for a fresh one (``Lease.renew``) and BEGIN
+        is tried again, without counting as a retry of the workflow. The
+        supervisor's idle check catches most dead connections before they are
+        leased; this catches the ones killed a moment before.
+        """
+        lease = self.lease
+        conn = lease.connection
+        tries = lease.max_renewals
+        while True:
+            try:
+                self.driver.begin(conn)
+                return conn
+            except BaseException as exc:
+                if not self.driver.is_disconnect(exc):
+                    self._abort(conn, exc)
+                    raise
+                if tries <= 0:
+                    lease.mark_broken()
+                    raise ConnectionLost(f"the connection was lost: {exc}") from exc
+            tries -= 1
+            conn = lease.renew()
 
     def _is_disconnect(self, exc: BaseException) -> bool:
         # A body may wrap the driver's error (raise NodeFailed(...) from exc).

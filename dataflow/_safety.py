@@ -136,6 +136,9 @@ class SessionDriver:
     def ping(self, conn: Any) -> bool:
         return self.dialect.ping(conn)
 
+    def alive(self, conn: Any) -> bool:
+        return self.dialect.alive(conn)
+
     def transaction_state(self, conn: Any) -> TxState:
         return self.dialect.transaction_state(conn)
 

@@ -15,13 +15,17 @@ from ._engine import DataFlow
 __all__ = ["crash_connection_actor", "wait_for_pool"]
 
 
-def crash_connection_actor(db: DataFlow, reason: str = "crashed by dataflow.testing") -> int:
+def crash_connection_actor(
+    db: DataFlow, reason: str = "crashed by dataflow.testing", *, timeout: float | None = 5.0
+) -> int:
     """Crash one connection actor of ``db`` (an idle one if there is one); return its slot id.
 
-    The supervisor replaces it one-for-one and counts a restart; a workflow
-    holding its lease fails with a ConnectionLostError.
+    Returns once the actor has died and closed its connection (at most
+    ``timeout`` seconds; None returns at once). The supervisor replaces it
+    one-for-one and counts a restart; a workflow holding its lease fails
+    with a ConnectionLostError at its next statement.
     """
-    return int(db.supervisor.crash_one(reason))
+    return int(db.supervisor.crash_one(reason, timeout))
 
 
 def wait_for_pool(db: DataFlow, *, timeout: float = 5.0, **expected: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class FakeConnection:
         self.id = conn_id
         self.closed = False
         self.dead = False
+        self.silent = False
         self.tx = TxState.IDLE
         self.statements: list[str] = []
 
@@ -70,7 +71,7 @@ class FakeDriver:
     ``connect_gate`` (connect waits on this Event, at most ``gate_timeout`` s),
     :meth:`kill` (a connection "dies": later use raises :class:`FakeDisconnect`).
     Counters: ``connects`` (attempts), ``opens``, ``closes``, ``begins``,
-    ``commits``, ``rollbacks``.
+    ``commits``, ``rollbacks``, ``alive_checks``.
     """
 
     def __init__(self) -> None:
@@ -85,6 +86,7 @@ class FakeDriver:
         self.begins = 0
         self.commits = 0
         self.rollbacks = 0
+        self.alive_checks = 0
 
     # -- the Driver protocol ------------------------------------------------
 
@@ -131,6 +133,11 @@ class FakeDriver:
     def ping(self, conn: FakeConnection) -> bool:
         return not (conn.closed or conn.dead)
 
+    def alive(self, conn: FakeConnection) -> bool:
+        with self.lock:
+            self.alive_checks += 1
+        return not (conn.closed or (conn.dead and not conn.silent))
+
     def transaction_state(self, conn: FakeConnection) -> TxState:
         if conn.closed or conn.dead:
             return TxState.UNKNOWN
@@ -144,9 +151,14 @@ class FakeDriver:
 
     # -- knobs and views ------------------------------------------------------
 
-    def kill(self, conn: FakeConnection) -> None:
-        """Make ``conn`` die: every later use raises :class:`FakeDisconnect`."""
+    def kill(self, conn: FakeConnection, *, silent: bool = False) -> None:
+        """Make ``conn`` die: every later use raises :class:`FakeDisconnect`.
+
+        ``silent``: :meth:`alive` does not see it (think of a server killed
+        a moment ago, whose goodbye has not reached the socket yet).
+        """
         conn.dead = True
+        conn.silent = silent
 
     @property
     def open_count(self) -> int:
