@@ -59,6 +59,7 @@ class Stats:
         self.started = self.succeeded = self.failed = self.in_flight = 0
         self.workflow_durations: deque[float] = deque(maxlen=RESERVOIR)
         self.recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.statements_counted = False  # the statement hooks are on (see Telemetry._refresh)
         self.statements = self.statement_errors = self.slow = 0
         self.statement_time = 0.0
         self.recent_slow: deque[dict[str, Any]] = deque(maxlen=RECENT)
@@ -157,12 +158,15 @@ class Stats:
     def metrics_snapshot(self) -> dict[str, Any]:
         with self.lock:
             out: dict[str, Any] = {
-                "statements": self.statements, "statement_errors": self.statement_errors,
-                "statement_time_ms": _ms(self.statement_time), "slow_queries": self.slow,
-                "slow_query_threshold_ms": _ms(self.settings.slow_query_threshold),
-                "recent_slow_queries": list(self.recent_slow),
                 "checkout": {"waits": self.checkout_waits, "wait_time_ms": _ms(self.checkout_wait_time)},
             }
+            if self.statements_counted:
+                out.update({
+                    "statements": self.statements, "statement_errors": self.statement_errors,
+                    "statement_time_ms": _ms(self.statement_time), "slow_queries": self.slow,
+                    "slow_query_threshold_ms": _ms(self.settings.slow_query_threshold),
+                    "recent_slow_queries": list(self.recent_slow),
+                })
             queries = {k: (q.count, q.errors, q.total, q.rows, deque(q.durations)) for k, q in self.queries.items()}
         if self.settings.query_insights:
             out["queries"] = {

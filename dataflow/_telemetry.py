@@ -149,9 +149,12 @@ class Telemetry:
         self._slow = settings.slow_query_threshold
         self._db_attrs = _db_attributes(url, dialect)
         self._pool_attrs = {"db.client.connection.pool.name": str(url)}
-        self._sql: dict[tuple[str, bool], _SqlInfo] = {}
+        self._sql: dict[str, _SqlInfo] = {}  # statement text → its summary and attributes
+        self._sql_batch: dict[str, _SqlInfo] = {}  # the same for executemany of 2+ rows
+        self._rows = settings.query_insights  # count rows per query summary
         self._tracer: Any = None
         self._inst: Instruments | None = None
+        self._context = False
         self._seen_tp: Any = None
         self._seen_mp: Any = None
         self._watch = True
@@ -194,9 +197,19 @@ class Telemetry:
                     self._inst = Instruments.for_provider(provider)
                     self._inst.members.add(self)
             self._watch = self._tracer is None or self._inst is None
+            # The OpenTelemetry context carries the spans, and the run and node ids a
+            # slow-query event names; without either, the runs skip it entirely.
+            self._context = self._tracer is not None or self._slow is not None
             self._on = self._tracer is not None or self._inst is not None or self.stats is not None
-            if self._on and not self._hooked:
+            # Statements are observed only when something wants each one: spans, the
+            # duration metric, query insights or the slow-query threshold. The monitor
+            # views alone cost a few calls per workflow, none per statement.
+            per_statement = (self._tracer is not None or self._inst is not None or s.query_insights
+                             or self._slow is not None)
+            if per_statement and not self._hooked:
                 self._hook_dialect()
+                if self.stats is not None:
+                    self.stats.statements_counted = True
 
     @property
     def tracing(self) -> bool:
@@ -223,7 +236,8 @@ class Telemetry:
             self._workflow_end(span, start, run_id, tenant, exc)
             raise
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
         self._workflow_end(span, start, run_id, tenant, None)
         return out
 
@@ -238,7 +252,8 @@ class Telemetry:
             self._workflow_end(span, start, run_id, tenant, exc)
             raise
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
         self._workflow_end(span, start, run_id, tenant, None)
         return out
 
@@ -258,6 +273,10 @@ class Telemetry:
         return in_context
 
     def _workflow_begin(self, workflow: Workflow, run_id: str, tenant: str | None) -> tuple[Any, Any]:
+        if self.stats is not None:
+            self.stats.workflow_started()
+        if not self._context:
+            return None, None
         ctx = otel_context.set_value(_RUN_KEY, _RunInfo(run_id, tenant))
         span = None
         if self._tracer is not None:
@@ -266,8 +285,6 @@ class Telemetry:
                 attrs["dataflow.tenant_id"] = tenant
             span = self._tracer.start_span("dataflow.workflow", attributes=attrs)
             ctx = otel_trace.set_span_in_context(span, ctx)
-        if self.stats is not None:
-            self.stats.workflow_started()
         return span, otel_context.attach(ctx)
 
     def _workflow_end(self, span: Any, start: float, run_id: str, tenant: str | None,
@@ -322,6 +339,8 @@ class Telemetry:
     def node_start(self, step: Step) -> _NodeMark:
         """Open node ``step``'s span and make it current on this thread."""
         node = step.node
+        if not self._context:
+            return _NodeMark(time.perf_counter(), None, None, step)
         ctx = otel_context.set_value(_NODE_KEY, step.id)
         span = None
         if self._tracer is not None:
@@ -336,7 +355,8 @@ class Telemetry:
         """Close the node's span (with the error, if ``exc``) and count bulk rows."""
         assert mark is not None
         start, span, token, step = mark
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
         seconds = time.perf_counter() - start
         node = step.node
         if exc is not None:
@@ -391,9 +411,10 @@ class Telemetry:
 
     def _statement(self, call: Callable[[Any, str, Any], Any], conn: Any, sql: str, args: Any,
                    batch: int | None, *, text: bool = True) -> Any:
-        info = self._sql.get((sql, batch is not None and batch != 1))
+        batched = batch is not None and batch != 1
+        info = (self._sql_batch if batched else self._sql).get(sql)
         if info is None:
-            info = self._sql_info(sql, batch is not None and batch != 1, text)
+            info = self._sql_info(sql, batched, text)
         span = None
         if self._tracer is not None:
             span = self._tracer.start_span(info.summary, kind=SpanKind.CLIENT, attributes=info.span_attrs)
@@ -407,10 +428,11 @@ class Telemetry:
             raise
         seconds = time.perf_counter() - start
         rows = None
-        if batch is not None:
-            rows = result if isinstance(result, int) else None
-        elif info.operation in ("INSERT", "UPDATE", "DELETE"):
-            rows = getattr(result, "rowcount", None)
+        if self._rows:
+            if batch is not None:
+                rows = result if isinstance(result, int) else None
+            elif info.operation in ("INSERT", "UPDATE", "DELETE"):
+                rows = getattr(result, "rowcount", None)
         query = self._statement_done(info, seconds, span, None, rows)
         if query is not None and info.operation == "SELECT" and result is not None:
             return _CountingCursor(result, self.stats, query)
@@ -449,9 +471,10 @@ class Telemetry:
         if text:
             span_attrs["db.query.text"] = sql  # parameterised: values are bound, never in the text
         info = _SqlInfo(operation, summary, collection, span_attrs, metric_attrs)
-        if len(self._sql) >= 4096:
-            self._sql.clear()
-        self._sql[(sql, batch)] = info
+        cache = self._sql_batch if batch else self._sql
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[sql] = info
         return info
 
     def _slow_query(self, info: _SqlInfo, seconds: float) -> None:
