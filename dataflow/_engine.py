@@ -143,6 +143,8 @@ class DataFlow:
             self.engine.ledger.ensure()
         if journal is not None:
             self.engine.safety.recover(timeout=None)
+        if self.safety.ledger or journal is not None:
+            self.engine.ledger.prune()  # after recovery, which may still need old rows
 
     def recover_compensations(self) -> RecoveryReport:
         """Run the pending compensations of processes that died (durable journal only).

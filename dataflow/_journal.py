@@ -8,7 +8,7 @@ PostgreSQL and MySQL keep the tables in the application's database. A
 SQLite file allows one writer at a time and a running workflow holds that
 lock, so the journal lives in a companion file, ``<database>.compensations``,
 and reads the run ledger through a second, read-only use of the
-application's file (``docs/adr/0003-safety-journal-and-ledger.md``).
+application's file (``docs/adr/0005-safety-journal-and-ledger.md``).
 
 Each process that opens the journal registers an owner row (host, pid,
 heartbeat). An owner is dead when its row is gone, when it ran on this host
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors import Compensation, OrphanRun
 
-from ._ledger import LEDGER_TABLE
+from ._ledger import LEDGER_TABLE, Ledger
 
 if TYPE_CHECKING:
     from .dialects.base import Dialect
@@ -214,7 +214,18 @@ class SqlJournal:
         self._exec(c, f"DELETE FROM {_OWNERS} WHERE owner = {ph}", (dead,))
         if n != len(rows):
             raise _Raced()
-        return list(rows)
+        # The ledger forgets runs after Ledger.RETENTION: for an entry that old,
+        # "no ledger row" no longer means "did not commit". Leave it to an operator.
+        cutoff = time.time() - Ledger.RETENTION
+        fresh = [r for r in rows if float(r[11]) >= cutoff]
+        for r in rows:
+            if float(r[11]) < cutoff:
+                self._exec(
+                    c, f"UPDATE {_ENTRIES} SET state = 'expired', error = {ph} "
+                    f"WHERE run_id = {ph} AND attempt = {ph} AND seq = {ph}",
+                    ("older than the run ledger's retention: outcome unknown, not run", r[0], r[1], r[2]),
+                )
+        return fresh
 
     def _committed(self, run_id: str, attempt: int) -> bool:
         sql = f"SELECT attempt FROM {LEDGER_TABLE} WHERE run_id = {self._ph}"

@@ -44,14 +44,13 @@ class Ledger:
         self._lock = threading.Lock()
 
     def ensure(self) -> None:
-        """Create the table if missing, and prune old rows."""
+        """Create the table if missing (prune after any journal recovery, see :meth:`prune`)."""
         dialect = self.engine.dialect
         self.engine.run(lambda conn: dialect.execute(
             conn,
             f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (run_id VARCHAR(64) NOT NULL PRIMARY KEY, "
             "attempt INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL)",
         ))
-        self.prune()
 
     def write(self, conn: Any, run_id: str, attempt: int) -> None:
         """Insert the run's row on ``conn``, inside the workflow's own transaction."""
@@ -69,6 +68,7 @@ class Ledger:
                 log.warning("ledger_prune_failed", exc_info=True)
 
     def prune(self) -> None:
+        """Delete rows older than RETENTION (journal entries that old are expired, never run)."""
         dialect = self.engine.dialect
         cutoff = time.time() - self.RETENTION
         self.engine.run(lambda conn: dialect.execute(

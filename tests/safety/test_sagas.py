@@ -433,3 +433,28 @@ def test_a_step_that_cannot_be_journalled_fails_and_is_compensated(
     assert info.value.node == "b"
     assert log == [("do", "a"), ("do", "b"), ("undo", "b"), ("undo", "a")]
     assert appended == ["a", "b"]
+
+
+def test_an_orphan_older_than_the_ledger_is_expired_not_run(
+    open_db: Callable[..., DataFlow], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the ledger's retention "no ledger row" proves nothing: such an entry is marked expired, never run."""
+    from dataflow._ledger import Ledger
+
+    db = open_db(durable_compensations=True)
+    dead = make_journal(db.dialect)
+    dead.open()
+    dead.append(Compensation("old-run", 1, 0, "pay", "Charge", "", {}, {}))
+    dead._tx(lambda c: dead._exec(c, "DELETE FROM dataflow_journal_owners"))  # its owner is gone
+    monkeypatch.setattr(Ledger, "RETENTION", 0.0)
+    time.sleep(0.01)
+    claimer = make_journal(db.dialect)
+    claimer.open()
+    try:
+        assert claimer.claim_orphans() == []
+        states = claimer._tx(lambda c: claimer._exec(
+            c, "SELECT state FROM dataflow_compensations WHERE run_id = 'old-run'").fetchall())
+        assert [s for (s,) in states] == ["expired"]
+    finally:
+        claimer.close()
+        dead.close()
