@@ -26,9 +26,10 @@ The 3% question needs a finer instrument than wall-clock repetitions on a
 shared machine (two identical contenders differ by several percent there), so
 a second part interleaves short blocks (``--block`` workflows) of ``compiled
 out``, a second ``compiled out`` (the control: its ratio is the noise floor),
-``off`` and ``monitoring``, in a shuffled order each round, timing each block
+``off``, ``monitoring`` and ``sdk``, in a shuffled order each round, timing each block
 with the thread's CPU clock (``time.thread_time``, blind to time spent
-descheduled), and reports the median of the per-round ratios.
+descheduled; for ``sdk`` it leaves out the span processor's export thread),
+and reports the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ def _fine(workdir: Path, stripped: Any, rounds: int, block: int) -> list[str]:
         "compiled out 2": _dataflow(workdir, "fine_control", stripped),
         "off": _dataflow(workdir, "fine_off"),
         "monitoring": _dataflow(workdir, "fine_monitoring", monitoring=True),
+        "sdk": _dataflow(workdir, "fine_sdk", sdk=True),
     }
     ops, cleanups = {}, []
     try:
