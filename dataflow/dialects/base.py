@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from actors import PoolPolicy, TxState
 
 from .._models import FieldSpec, IndexSpec, ModelSpec
+from ._bulk import BulkPaths
 from ._url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def default_pool_size() -> int:
     return min(32, 2 * (os.cpu_count() or 1) + 1)
 
 
-class Dialect(abc.ABC):
+class Dialect(BulkPaths, abc.ABC):
     """One backend. Subclasses fill in the flavour and the driver calls."""
 
     name: ClassVar[str]

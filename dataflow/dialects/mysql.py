@@ -25,6 +25,7 @@ from actors import PoolPolicy, TxState
 
 from .. import errors
 from .._models import FieldSpec, ModelSpec
+from ._bulk_mysql import MySQLBulk
 from ._url import DatabaseURL
 from .base import Converter, Dialect, datetime_to_text, decimal_canonical, text_to_datetime
 
@@ -91,7 +92,7 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     in_transaction = False
 
 
-class MySQLDialect(Dialect):
+class MySQLDialect(MySQLBulk, Dialect):
     """MariaDB 10.5+ (and MySQL, minus the MariaDB-only DDL) on PyMySQL."""
 
     name = "mysql"

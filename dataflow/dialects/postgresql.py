@@ -21,6 +21,7 @@ from actors import PoolPolicy, TxState
 
 from .. import errors
 from .._models import FieldSpec, ModelSpec
+from ._bulk_postgresql import PostgresBulk
 from ._url import DatabaseURL
 from .base import Converter, Dialect, datetime_to_text, decimal_canonical, text_to_datetime
 
@@ -59,7 +60,7 @@ _TX = {
 }
 
 
-class PostgresDialect(Dialect):
+class PostgresDialect(PostgresBulk, Dialect):
     """PostgreSQL 12+ on psycopg 3."""
 
     name = "postgresql"
@@ -137,6 +138,8 @@ class PostgresDialect(Dialect):
         return conn.execute(sql, params if params else None)
 
     def executemany(self, conn: Any, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        if sql.startswith("COPY "):
+            return self.copy_rows(conn, sql, rows)  # type: ignore[arg-type]
         cur = conn.cursor()
         cur.executemany(sql, rows)
         return int(cur.rowcount)

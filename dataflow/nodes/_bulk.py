@@ -1,35 +1,51 @@
 """The four bulk operations.
 
-Records are validated and written chunk by chunk, so an iterable of any
-length is consumed in bounded memory. Counts come from the database.
+Records come from a list or any iterable, through a
+:class:`~actors.chunker.BulkChunker`: it pulls ``chunk_size`` records at a
+time and validates them into bound rows (``_rows.py``), at most
+``MAX_IN_FLIGHT`` chunks ahead of the writes, so any number of records is
+consumed in bounded memory. Where the backend works in another process
+(``dialect.bulk_overlap``), chunks after the first are validated on the
+chunker's own thread while the connection writes the previous one. Each
+chunk is written by the dialect's fastest path for the job (``bulk_insert``,
+``bulk_insert_ignore``, ``bulk_upsert``, ``bulk_update``; COPY on
+PostgreSQL), and ``_bulk_write.py`` deals with rows the database refuses.
+Counts come from the database. See ``docs/bulk.md`` and ``docs/adr/0005-bulk.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
-from itertools import islice
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence, Sized
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, NamedTuple
 
-from ..errors import NodeParameterError
+from actors.chunker import BulkChunker
+
 from ..sql import FilterError
+from ._bulk_write import ChunkWriter, Counts
 from ._common import check_bool, check_count, check_filter, check_keys, validate_fields
 from ._managed import (
-    own_keys,
     records_version_check,
     upsert_rows,
     upsert_update_columns,
     version_postcheck,
     version_precheck,
 )
+from ._progress import BulkProgress, Progress
+from ._rows import Prepared, row_builder
 from ._spec import NodeContext, NodeType, RunContext
 
 __all__ = [
-    "prepare_bulk_create", "prepare_bulk_delete", "prepare_bulk_update", "prepare_bulk_upsert",
-    "run_bulk_create", "run_bulk_delete", "run_bulk_update", "run_bulk_upsert",
+    "BULK_MODES", "BulkProgress", "prepare_bulk_create", "prepare_bulk_delete", "prepare_bulk_update",
+    "prepare_bulk_upsert", "run_bulk_create", "run_bulk_delete", "run_bulk_update", "run_bulk_upsert",
 ]
 
-DEFAULT_CHUNK = 1000
+#: ``DataFlow(bulk_optimization_mode=…)``; the first is the default
+BULK_MODES = ("balanced", "speed")
+#: chunks validated and not yet written, at most (the chunker's K)
+MAX_IN_FLIGHT = 2
+#: how much larger the default chunks are in "speed" mode
+SPEED_CHUNK_FACTOR = 4
 _STRATEGIES = ("fail_fast", "continue")
 _CONFLICTS = ("error", "skip", "update")
 
@@ -55,12 +71,6 @@ def _records(ctx: NodeContext, params: dict[str, Any], partial: bool) -> Any:
     return records
 
 
-def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(records)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 def _choice(ctx: NodeContext, params: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = params.get(key, allowed[0])
     if value not in allowed:
@@ -68,17 +78,72 @@ def _choice(ctx: NodeContext, params: dict[str, Any], key: str, allowed: tuple[s
     return str(value)
 
 
+def _on_progress(ctx: NodeContext, params: dict[str, Any]) -> Callable[[BulkProgress], Any] | None:
+    callback = params.get("on_progress")
+    if callback is not None and not callable(callback):
+        raise ctx.error("'on_progress' must be a callable taking one BulkProgress event", field="on_progress",
+                        name_field=False)
+    return callback
+
+
+class _Clock:
+    """The ``created_at`` / ``updated_at`` of each chunk: strictly increasing within a node.
+
+    A chunk's rows all carry the time the chunk was prepared. Strictly
+    increasing matters to MySQL's upsert counts: an update that sets a fresh
+    ``updated_at`` always changes its row, so it is always counted as one.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: datetime | None = None
+
+    def __call__(self) -> datetime:
+        now = datetime.now(timezone.utc)
+        if self.last is not None and now <= self.last:
+            now = self.last + timedelta(microseconds=1)
+        self.last = now
+        return now
+
+
+class _Job:
+    """What every chunked bulk run shares: chunk size, chunker mode, writer, progress."""
+
+    def __init__(self, nt: NodeType, rc: RunContext, ctx: NodeContext, records: Any, chunk_size: int | None,
+                 on_progress: Callable[[BulkProgress], Any] | None) -> None:
+        table = nt.table
+        assert table is not None
+        self.dialect = table.dialect
+        self.speed = getattr(nt.db, "bulk_optimization_mode", "balanced") == "speed"
+        self.chunk_size = chunk_size or self.dialect.bulk_chunk_size * (SPEED_CHUNK_FACTOR if self.speed else 1)
+        # A thread pays only where the server works while the client waits; "auto"
+        # keeps a job that fits in one chunk on this thread.
+        self.threaded: bool | Literal["auto"] = "auto" if self.dialect.bulk_overlap else False
+        self.records = records
+        self.progress = Progress(nt, ctx, on_progress, len(records) if isinstance(records, Sized) else None)
+        self.conn = rc.conn
+
+    def writer(self, write: Callable[[Sequence[Any]], Counts], width: int, strategy: str) -> ChunkWriter:
+        return ChunkWriter(self.dialect, self.conn, write, width, strategy=strategy, speed=self.speed)
+
+    def chunks(self, prepare: Callable[[list[Any], int], Any]) -> BulkChunker[Any]:
+        return BulkChunker(self.records, self.chunk_size, prepare=prepare, max_in_flight=MAX_IN_FLIGHT,
+                           threaded=self.threaded)
+
+
 # -- BulkCreate -------------------------------------------------------------------
 
-_CREATE_KEYS = frozenset({"records", "chunk_size", "error_strategy", "conflict_resolution"})
+_CREATE_KEYS = frozenset({"records", "chunk_size", "error_strategy", "conflict_resolution", "on_progress"})
 
 
 class BulkCreateArgs(NamedTuple):
     records: Any
-    chunk_size: int
+    chunk_size: int | None
     strategy: str
     conflict: str
     context: NodeContext
+    on_progress: Callable[[BulkProgress], Any] | None = None
 
 
 def prepare_bulk_create(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> BulkCreateArgs:
@@ -90,23 +155,12 @@ def prepare_bulk_create(nt: NodeType, ctx: NodeContext, params: dict[str, Any], 
                         "declare 'id' on the model or a unique index", field="conflict_resolution", name_field=False)
     return BulkCreateArgs(
         _records(ctx, params, partial),
-        check_count(ctx, params, "chunk_size", 1) or DEFAULT_CHUNK,
+        check_count(ctx, params, "chunk_size", 1),
         _choice(ctx, params, "error_strategy", _STRATEGIES),
         conflict,
         ctx,
+        _on_progress(ctx, params),
     )
-
-
-def _validated_row(nt: NodeType, ctx: NodeContext, record: Any, index: int, now: datetime,
-                   tenant: str | None) -> list[Any]:
-    model, table = nt.model, nt.table
-    assert model is not None and table is not None
-    values = validate_fields(nt, ctx, record, create=True, prefix=f"records[{index}]: ")
-    for name, spec in model.defaults:
-        if name not in values:
-            values[name] = spec.make_default()
-    table.managed_insert(values, tenant, now)  # timestamps, version 1, the tenant
-    return table.bind_row([values[c] for c in table.insert_columns])
 
 
 def _conflict_key(model: Any) -> tuple[str, ...] | None:
@@ -115,162 +169,136 @@ def _conflict_key(model: Any) -> tuple[str, ...] | None:
     return keys[0] if keys else None
 
 
-def _insert_sql(nt: NodeType, conflict: str) -> str:
+def _create_write(nt: NodeType, rc: RunContext, conflict: str) -> Callable[[Sequence[Any]], Counts]:
+    """``write(rows) -> (inserted, updated, skipped)`` for BulkCreate's conflict resolution."""
     table, model = nt.table, nt.model
     assert table is not None and model is not None
+    dialect, conn = table.dialect, rc.conn
     if conflict == "error":
-        return table.insert_sql.split(" RETURNING ")[0]
-    cols = table.insert_columns
-    if conflict == "skip":  # a clash on any unique key skips the record
-        return table.dialect.upsert_sql(model, cols, [], [])
-    key = _conflict_key(model)
-    assert key is not None  # prepare_bulk_create checked it
-    update = [c for c in cols if c not in ("id", "created_at") and c not in key]
-    return table.dialect.upsert_sql(model, cols, list(key), update)
+        def write(rows: Sequence[Any]) -> Counts:
+            return dialect.bulk_insert(conn, table, rows), 0, 0
+    elif conflict == "skip":  # a clash on any unique key skips the record
+        def write(rows: Sequence[Any]) -> Counts:
+            inserted = dialect.bulk_insert_ignore(conn, table, rows)
+            return inserted, 0, len(rows) - inserted
+    else:
+        key = _conflict_key(model)
+        assert key is not None  # prepare_bulk_create checked it
+        cols = [c for c in table.insert_columns if c not in key]
+        if model.managed_options:
+            # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
+            update = upsert_update_columns(table, cols)
+
+            def write(rows: Sequence[Any]) -> Counts:
+                inserted, updated = upsert_rows(table, conn, rc.tenant, rows, key, update)
+                return inserted, updated, 0
+        else:
+            update = tuple(c for c in cols if c not in ("id", "created_at"))
+            upsert = _rounds_upsert(dialect, conn, table, key, update)
+
+            def write(rows: Sequence[Any]) -> Counts:
+                return (*upsert(rows), 0)
+    return write
 
 
 def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[str, Any]:
-    table, model = nt.table, nt.model
-    assert table is not None and model is not None
-    conn = rc.conn
-    sql = _insert_sql(nt, args.conflict)
-    key = _conflict_key(model) if args.conflict == "update" else None
-    if key and model.managed_options:
-        # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
-        update = upsert_update_columns(table, [c for c in table.insert_columns if c not in key])
+    table = nt.table
+    assert table is not None
+    job = _Job(nt, rc, args.context, args.records, args.chunk_size, args.on_progress)
+    collect = args.strategy == "continue"
+    writer = job.writer(_create_write(nt, rc, args.conflict), 3, args.strategy)
+    builder, clock, ctx, tenant = row_builder(table), _Clock(), args.context, rc.tenant
 
-        def write(rows: list[list[Any]]) -> int:
-            return sum(upsert_rows(table, conn, rc.tenant, rows, key, update))
-    else:
+    def prepare(records: list[Any], start: int) -> Prepared:
+        # Runs on the chunker's thread (or this one): validation only, never the connection.
+        return builder.prepare(ctx, records, start, clock(), tenant, collect=collect)
 
-        def write(rows: list[list[Any]]) -> int:
-            return table.dialect.executemany(conn, sql, rows)
-    key_pos = [table.insert_columns.index(c) for c in key] if key else []
-    seen: set[tuple[Any, ...]] = set()
-    inserted = updated = skipped = failed = chunks = 0
+    totals: Counts = (0, 0, 0)
+    failed = 0
     errors: list[dict[str, Any]] = []
-    base = 0
-    now = datetime.now(timezone.utc)
-    for chunk in _chunks(args.records, args.chunk_size):
-        chunks += 1
-        rows: list[list[Any]] = []
-        indexes: list[int] = []
-        for offset, record in enumerate(chunk):
-            try:
-                rows.append(_validated_row(nt, args.context, record, base + offset, now, rc.tenant))
-                indexes.append(base + offset)
-            except NodeParameterError as exc:
-                if args.strategy == "fail_fast":
-                    raise
-                failed += 1
-                errors.append({"index": base + offset, "error": str(exc)})
-        base += len(chunk)
-        if not rows:
-            continue
-        if key:  # which records will update a stored row: asked of the database before writing
-            keys = [tuple(row[p] for p in key_pos) for row in rows]
-            fresh = [k for k in dict.fromkeys(keys) if k not in seen]
-            existing = (own_keys(table, conn, key, fresh, rc.tenant) if model.managed_options
-                        else _existing_keys(table, conn, key, fresh))
-        if args.strategy == "fail_fast":
-            n, bad = _write_rows(nt, conn, write, rows, indexes), []
-        else:
-            n, bad = _write_isolating(nt, conn, write, rows, indexes)
+    with job.chunks(prepare) as chunks:
+        for chunk in chunks:
+            p: Prepared = chunk.prepared
+            bad = p.errors
+            if p.rows:
+                counts, refused = writer(p.rows, p.indexes)
+                totals = (totals[0] + counts[0], totals[1] + counts[1], totals[2] + counts[2])
+                bad = bad + refused
             failed += len(bad)
             errors.extend(bad)
-        if key:
-            bad_indexes = {e["index"] for e in bad}
-            for index, k in zip(indexes, keys):
-                if index in bad_indexes:
-                    continue
-                if k in seen or k in existing:
-                    updated += 1
-                else:
-                    inserted += 1
-                seen.add(k)
-            continue
-        inserted += n
-        skipped += len(rows) - len(bad) - n
+            chunks.ack(chunk)
+            job.progress.chunk(len(chunk.items), len(bad))
+        n_chunks = chunks.statistics().chunks_produced
     errors.sort(key=lambda e: e["index"])
-    return {"inserted": inserted, "updated": updated, "skipped": skipped, "failed": failed, "errors": errors,
-            "chunks": chunks}
+    job.progress.finish()
+    return {"inserted": totals[0], "updated": totals[1], "skipped": totals[2], "failed": failed, "errors": errors,
+            "chunks": n_chunks}
 
 
-def _write_rows(nt: NodeType, conn: Any, write: Callable[[list[list[Any]]], int], rows: list[list[Any]],
-                indexes: list[int]) -> int:
-    """Write ``rows``; on a database error, raise it naming the first record at fault."""
-    table = nt.table
-    assert table is not None
-    dialect = table.dialect
-    dialect.execute(conn, "SAVEPOINT dataflow_chunk")
-    try:
-        n = write(rows)
-    except Exception as exc:
-        mapped = dialect.map_error(exc)
-        if mapped is None or dialect.is_disconnect(exc):
-            raise
-        # The workflow fails either way: replay the chunk row by row to name the record.
-        dialect.execute(conn, "ROLLBACK TO SAVEPOINT dataflow_chunk")
-        for row, index in zip(rows, indexes):
-            try:
-                write([row])
-            except Exception as one:
-                mapped_one = dialect.map_error(one)
-                if mapped_one is None:
-                    raise
-                raise type(mapped_one)(f"records[{index}]: {mapped_one}", dialect=dialect.name) from one
-        raise type(mapped)(f"records[{indexes[0]}..{indexes[-1]}]: {mapped}", dialect=dialect.name) from exc
-    dialect.execute(conn, "RELEASE SAVEPOINT dataflow_chunk")
-    return n
+def _rounds(rows: Sequence[Any], key_pos: Sequence[int]) -> list[list[Any]]:
+    """``rows`` split so that no key repeats within a part: each repeat goes to the next part, in order.
+
+    Applied part after part, a later record with the same key updates the row
+    an earlier one wrote, as the records' order says.
+    """
+    if len(key_pos) == 1:
+        p = key_pos[0]
+        keys: list[Any] = [row[p] for row in rows]
+    else:
+        keys = [tuple(row[p] for p in key_pos) for row in rows]
+    if len(set(keys)) == len(keys):
+        return [list(rows)]
+    parts: list[list[Any]] = []
+    seen: dict[Any, int] = {}
+    for row, k in zip(rows, keys):
+        n = seen.get(k, 0)
+        seen[k] = n + 1
+        if n == len(parts):
+            parts.append([])
+        parts[n].append(row)
+    return parts
 
 
-def _write_isolating(
-    nt: NodeType, conn: Any, write: Callable[[list[list[Any]]], int], rows: list[list[Any]], indexes: list[int]
-) -> tuple[int, list[dict[str, Any]]]:
-    """Write ``rows`` under a savepoint; on failure bisect to isolate the bad ones."""
-    table = nt.table
-    assert table is not None
-    dialect = table.dialect
-    dialect.execute(conn, "SAVEPOINT dataflow_chunk")
-    try:
-        n = write(rows)
-    except Exception as exc:
-        if dialect.map_error(exc) is None or dialect.is_disconnect(exc):
-            raise
-        dialect.execute(conn, "ROLLBACK TO SAVEPOINT dataflow_chunk")
-        dialect.execute(conn, "RELEASE SAVEPOINT dataflow_chunk")
-        if len(rows) == 1:
-            return 0, [{"index": indexes[0], "error": str(dialect.map_error(exc))}]
-        mid = len(rows) // 2
-        n1, e1 = _write_isolating(nt, conn, write, rows[:mid], indexes[:mid])
-        n2, e2 = _write_isolating(nt, conn, write, rows[mid:], indexes[mid:])
-        return n1 + n2, e1 + e2
-    dialect.execute(conn, "RELEASE SAVEPOINT dataflow_chunk")
-    return n, []
+def _rounds_upsert(dialect: Any, conn: Any, table: Any, key: Sequence[str],
+                   update: Sequence[str]) -> Callable[[Sequence[Any]], tuple[int, int]]:
+    """``upsert(rows) -> (inserted, updated)`` of a model without managed options."""
+    key_pos = [table.insert_columns.index(c) for c in key]
+
+    def upsert(rows: Sequence[Any]) -> tuple[int, int]:
+        parts = _rounds(rows, key_pos)
+        inserted, updated = dialect.bulk_upsert(conn, table, parts[0], key, update)
+        for part in parts[1:]:  # every key here was written by an earlier part: all updates
+            dialect.bulk_upsert(conn, table, part, key, update)
+            updated += len(part)
+        return inserted, updated
+
+    return upsert
 
 
 # -- BulkUpdate -------------------------------------------------------------------
 
-_UPDATE_KEYS = frozenset({"filter", "fields", "records", "chunk_size", "confirmed"})
+_UPDATE_KEYS = frozenset({"filter", "fields", "records", "chunk_size", "confirmed", "on_progress"})
 
 
 class BulkUpdateArgs(NamedTuple):
     filter: Any
     fields: dict[str, Any]
     records: Any
-    chunk_size: int
+    chunk_size: int | None
     context: NodeContext
+    on_progress: Callable[[BulkProgress], Any] | None = None
 
 
 def prepare_bulk_update(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> BulkUpdateArgs:
     params = _aliases(ctx, params)
     check_keys(ctx, params, _UPDATE_KEYS)
-    chunk = check_count(ctx, params, "chunk_size", 1) or DEFAULT_CHUNK
+    chunk = check_count(ctx, params, "chunk_size", 1)
     confirmed = check_bool(ctx, params, "confirmed", False)
+    on_progress = _on_progress(ctx, params)
     if "records" in params:
         if "filter" in params or "fields" in params:
             raise ctx.error("give either 'records' or 'filter' + 'fields', not both")
-        return BulkUpdateArgs(None, {}, _records(ctx, params, partial), chunk, ctx)
+        return BulkUpdateArgs(None, {}, _records(ctx, params, partial), chunk, ctx, on_progress)
     flt = params.get("filter", {})
     if not isinstance(flt, dict):
         raise ctx.error("'filter' must be a dict", field="filter", name_field=False)
@@ -281,68 +309,109 @@ def prepare_bulk_update(nt: NodeType, ctx: NodeContext, params: dict[str, Any], 
             raise ctx.error("nothing to update: give 'fields' (or 'records')")
         if not flt and not confirmed:
             raise ctx.error("an empty filter would update every row; pass 'confirmed': True to mean it")
-    return BulkUpdateArgs(flt, fields, None, chunk, ctx)
+    return BulkUpdateArgs(flt, fields, None, chunk, ctx, on_progress)
+
+
+class _UpdateChunk(NamedTuple):
+    """One chunk of BulkUpdate records, validated and grouped by the fields they set."""
+
+    #: field names → rows of (bound values…, bound id), for records without a version lock
+    groups: dict[tuple[str, ...], list[list[Any]]]
+    #: field names → rows of (bound values…, scope…, id, version), for records naming their version
+    locked: dict[tuple[str, ...], list[list[Any]]]
+    #: (id, version) of the locked records
+    locks: list[tuple[Any, Any]]
 
 
 def run_bulk_update(nt: NodeType, rc: RunContext, args: BulkUpdateArgs) -> dict[str, Any]:
     table = nt.table
     assert table is not None
-    now = datetime.now(timezone.utc)
     if args.records is None:
-        fields = {**args.fields, "updated_at": now}
-        names = tuple(fields)
-        expected = version_precheck(table, rc.conn, args.filter, rc.tenant)
-        where, params = table.scoped_where(args.filter, rc.tenant)
-        cursor = table.dialect.execute(rc.conn, table.update_sql(names) + where, table.bind_fields(names, list(fields.values())) + params)
-        version_postcheck(table, expected, cursor.rowcount)
-        return {"updated": cursor.rowcount}
-    updated = 0
-    base = 0
+        return _update_by_filter(nt, rc, args)
+    job = _Job(nt, rc, args.context, args.records, args.chunk_size, args.on_progress)
+    dialect, conn, tenant = table.dialect, rc.conn, rc.tenant
     q, ph = table.q, table.ph
-    id_where, scope = table.scoped_condition(f"{q('id')} = {ph}", rc.tenant)
-    locked_where, _ = table.scoped_condition(f"{q('id')} = {ph} AND {q('version')} = {ph}", rc.tenant)
-    for chunk in _chunks(args.records, args.chunk_size):
-        groups: dict[tuple[tuple[str, ...], bool], list[list[Any]]] = {}
-        locks: list[tuple[Any, Any]] = []
-        for offset, record in enumerate(chunk):
-            prefix = f"records[{base + offset}]: "
+    locked_where, scope = table.scoped_condition(f"{q('id')} = {ph} AND {q('version')} = {ph}", tenant)
+    clock, ctx = _Clock(), args.context
+
+    def prepare(records: list[Any], start: int) -> _UpdateChunk:
+        # Runs on the chunker's thread (or this one): validation only, never the connection.
+        now = clock()
+        out = _UpdateChunk({}, {}, [])
+        for offset, record in enumerate(records):
+            prefix = f"records[{start + offset}]: "
             if not isinstance(record, dict) or "id" not in record:
-                raise args.context.error(f"{prefix}each record needs an 'id'")
+                raise ctx.error(f"{prefix}each record needs an 'id'")
             rest = dict(record)
             rec_id = rest.pop("id")
             # next to 'id', a versioned model's 'version' is the version the record expects (a lock)
             locked = table.versioned and "version" in rest
             version = rest.pop("version") if locked else None
-            values = validate_fields(nt, args.context, rest, create=False, prefix=prefix)
+            values = validate_fields(nt, ctx, rest, create=False, prefix=prefix)
             if not values:
-                raise args.context.error(f"{prefix}nothing to update besides 'id'")
+                raise ctx.error(f"{prefix}nothing to update besides 'id'")
             values["updated_at"] = now
             names = tuple(values)
             try:
-                key = [table.bind_value("id", rec_id)]
+                key = table.bind_value("id", rec_id)
+                bound = table.bind_fields(names, list(values.values()))
                 if locked:
-                    key.append(table.bind_value("version", version))
-                    locks.append((key[0], key[1]))
+                    lock = table.bind_value("version", version)
+                    out.locks.append((key, lock))
+                    out.locked.setdefault(names, []).append([*bound, *scope, key, lock])
+                else:
+                    out.groups.setdefault(names, []).append([*bound, key])
             except FilterError as exc:
-                raise args.context.error(f"{prefix}{exc}", field=exc.field, name_field=False) from None
-            groups.setdefault((names, locked), []).append(table.bind_fields(names, list(values.values())) + scope + key)
-        base += len(chunk)
-        expected = records_version_check(table, rc.conn, rc.tenant, locks) if locks else None
-        locked_updated = 0
-        for (names, locked), rows in groups.items():
-            n = table.dialect.executemany(rc.conn, table.update_sql(names) + (locked_where if locked else id_where), rows)
-            updated += n
-            locked_updated += n if locked else 0
-        version_postcheck(table, expected, locked_updated)
+                raise ctx.error(f"{prefix}{exc}", field=exc.field, name_field=False) from None
+        return out
+
+    updated = 0
+    with job.chunks(prepare) as chunks:
+        for chunk in chunks:
+            part: _UpdateChunk = chunk.prepared
+            expected = records_version_check(table, conn, tenant, part.locks) if part.locks else None
+            for names, rows in part.groups.items():
+                for ids_once in _rounds(rows, [len(names)]):
+                    updated += dialect.bulk_update(conn, table, names, ids_once, tenant)
+            locked_updated = 0
+            for names, rows in part.locked.items():
+                locked_updated += dialect.executemany(conn, table.update_sql(names) + locked_where, rows)
+            updated += locked_updated
+            version_postcheck(table, expected, locked_updated)
+            chunks.ack(chunk)
+            job.progress.chunk(len(chunk.items), 0)
+    job.progress.finish()
     return {"updated": updated}
+
+
+def _update_by_filter(nt: NodeType, rc: RunContext, args: BulkUpdateArgs) -> dict[str, Any]:
+    """One UPDATE statement (a versioned filter is checked first)."""
+    table = nt.table
+    assert table is not None
+    progress = Progress(nt, args.context, args.on_progress, None)
+    fields = {**args.fields, "updated_at": datetime.now(timezone.utc)}
+    names = tuple(fields)
+    expected = version_precheck(table, rc.conn, args.filter, rc.tenant)
+    where, params = table.scoped_where(args.filter, rc.tenant)
+    cursor = table.dialect.execute(rc.conn, table.update_sql(names) + where,
+                                   table.bind_fields(names, list(fields.values())) + params)
+    version_postcheck(table, expected, cursor.rowcount)
+    progress.finish(cursor.rowcount)
+    return {"updated": cursor.rowcount}
 
 
 # -- BulkDelete -------------------------------------------------------------------
 
-_DELETE_KEYS = frozenset({"filter", "confirmed"})
+_DELETE_KEYS = frozenset({"filter", "confirmed", "on_progress"})
 
 
-def prepare_bulk_delete(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> dict[str, Any]:
+class BulkDeleteArgs(NamedTuple):
+    filter: dict[str, Any]
+    context: NodeContext
+    on_progress: Callable[[BulkProgress], Any] | None = None
+
+
+def prepare_bulk_delete(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> BulkDeleteArgs:
     check_keys(ctx, params, _DELETE_KEYS)
     flt = params.get("filter", {})
     if not isinstance(flt, dict):
@@ -350,27 +419,31 @@ def prepare_bulk_delete(nt: NodeType, ctx: NodeContext, params: dict[str, Any], 
     check_filter(nt, ctx, flt)
     if not partial and not flt and not check_bool(ctx, params, "confirmed", False):
         raise ctx.error("an empty filter would delete every row; pass 'confirmed': True to mean it")
-    return flt
+    return BulkDeleteArgs(flt, ctx, _on_progress(ctx, params))
 
 
-def run_bulk_delete(nt: NodeType, rc: RunContext, flt: dict[str, Any]) -> dict[str, Any]:
+def run_bulk_delete(nt: NodeType, rc: RunContext, args: BulkDeleteArgs) -> dict[str, Any]:
     table = nt.table
     assert table is not None
-    sql, params = table.delete_statement(flt, rc.tenant, datetime.now(timezone.utc))  # soft: sets deleted_at
-    return {"deleted": table.dialect.execute(rc.conn, sql, params).rowcount}
+    progress = Progress(nt, args.context, args.on_progress, None)
+    sql, params = table.delete_statement(args.filter, rc.tenant, datetime.now(timezone.utc))  # soft: sets deleted_at
+    deleted = table.dialect.execute(rc.conn, sql, params).rowcount
+    progress.finish(deleted)
+    return {"deleted": deleted}
 
 
 # -- BulkUpsert -------------------------------------------------------------------
 
-_UPSERT_KEYS = frozenset({"records", "conflict_on", "update_fields", "chunk_size"})
+_UPSERT_KEYS = frozenset({"records", "conflict_on", "update_fields", "chunk_size", "on_progress"})
 
 
 class BulkUpsertArgs(NamedTuple):
     records: Any
     conflict_on: tuple[str, ...]
     update_fields: tuple[str, ...] | None
-    chunk_size: int
+    chunk_size: int | None
     context: NodeContext
+    on_progress: Callable[[BulkProgress], Any] | None = None
 
 
 def prepare_bulk_upsert(nt: NodeType, ctx: NodeContext, params: dict[str, Any], partial: bool) -> BulkUpsertArgs:
@@ -393,62 +466,49 @@ def prepare_bulk_upsert(nt: NodeType, ctx: NodeContext, params: dict[str, Any], 
                 raise ctx.error(f"'update_fields' names {name!r}, which is not an updatable field", field="update_fields", name_field=False)
         update = tuple(update)
     return BulkUpsertArgs(_records(ctx, params, partial), tuple(conflict), update,
-                          check_count(ctx, params, "chunk_size", 1) or DEFAULT_CHUNK, ctx)
+                          check_count(ctx, params, "chunk_size", 1), ctx, _on_progress(ctx, params))
 
 
 def run_bulk_upsert(nt: NodeType, rc: RunContext, args: BulkUpsertArgs) -> dict[str, Any]:
     table, model = nt.table, nt.model
     assert table is not None and model is not None
-    dialect, conn = table.dialect, rc.conn
-    key_pos = [table.insert_columns.index(c) for c in args.conflict_on if c in table.insert_columns]
+    job = _Job(nt, rc, args.context, args.records, args.chunk_size, args.on_progress)
+    key = args.conflict_on
+    key_given = all(c in table.insert_columns for c in key)
+    builder, clock, ctx, tenant = row_builder(table), _Clock(), args.context, rc.tenant
+
+    def prepare(records: list[Any], start: int) -> Prepared:
+        # Runs on the chunker's thread (or this one): validation only, never the connection.
+        return builder.prepare(ctx, records, start, clock(), tenant, collect=False)
+
+    # Fields to update on a conflict: update_fields, else those every record of the chunk gives.
+    writers: dict[tuple[str, ...], ChunkWriter] = {}
     inserted = updated = 0
-    seen: set[tuple[Any, ...]] = set()
-    base = 0
-    now = datetime.now(timezone.utc)
-    for chunk in _chunks(args.records, args.chunk_size):
-        rows = [_validated_row(nt, args.context, r, base + i, now, rc.tenant) for i, r in enumerate(chunk)]
-        given = [set(r) for r in chunk]
-        base += len(chunk)
-        if len(key_pos) != len(args.conflict_on):  # auto id not supplied: plain inserts
-            raise args.context.error(f"each record must give the conflict key {list(args.conflict_on)}")
-        update = args.update_fields
-        if update is None:
-            update = tuple(c for c in model.settable if c not in args.conflict_on and all(c in g for g in given))
-        if model.managed_options:
-            # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
-            ins, upd = upsert_rows(table, conn, rc.tenant, rows, args.conflict_on, upsert_update_columns(table, update))
+    with job.chunks(prepare) as chunks:
+        for chunk in chunks:
+            if not key_given:  # the auto id cannot be a conflict key a record gives
+                raise ctx.error(f"each record must give the conflict key {list(key)}")
+            p: Prepared = chunk.prepared
+            given = args.update_fields or tuple(c for c in model.settable if c not in key and c in p.given)
+            writer = writers.get(given)
+            if writer is None:
+                writer = writers[given] = job.writer(_upsert_write(nt, rc, key, given), 2, "fail_fast")
+            (ins, upd), _ = writer(p.rows, p.indexes)
             inserted += ins
             updated += upd
-            continue
-        keys = [tuple(row[p] for p in key_pos) for row in rows]
-        existing = _existing_keys(table, conn, args.conflict_on, [k for k in keys if k not in seen])
-        for key in keys:
-            if key in seen or key in existing:
-                updated += 1
-            else:
-                inserted += 1
-            seen.add(key)
-        update = update + ("updated_at",)
-        sql = dialect.upsert_sql(model, table.insert_columns, args.conflict_on, update)
-        dialect.executemany(conn, sql, rows)
+            chunks.ack(chunk)
+            job.progress.chunk(len(chunk.items), 0)
+    job.progress.finish()
     return {"inserted": inserted, "updated": updated}
 
 
-def _existing_keys(table: Any, conn: Any, cols: tuple[str, ...], keys: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
-    if not keys:
-        return set()
-    found: set[tuple[Any, ...]] = set()
-    select = ", ".join(table.q(c) for c in cols)
-    for start in range(0, len(keys), 500):
-        part = keys[start:start + 500]
-        if len(cols) == 1:
-            cond = f"{table.q(cols[0])} IN ({', '.join(table.ph for _ in part)})"
-            params = [k[0] for k in part]
-        else:
-            one = "(" + " AND ".join(f"{table.q(c)} = {table.ph}" for c in cols) + ")"
-            cond = " OR ".join(one for _ in part)
-            params = [v for k in part for v in k]
-        rows = table.dialect.execute(conn, f"SELECT {select} FROM {table.table} WHERE {cond}", params).fetchall()
-        found.update(tuple(r) for r in rows)
-    return found
-
+def _upsert_write(nt: NodeType, rc: RunContext, key: tuple[str, ...],
+                  given: tuple[str, ...]) -> Callable[[Sequence[Any]], Counts]:
+    """``write(rows) -> (inserted, updated)`` of BulkUpsert, updating ``given`` fields on a conflict."""
+    table, model = nt.table, nt.model
+    assert table is not None and model is not None
+    if model.managed_options:
+        # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
+        update = upsert_update_columns(table, given)
+        return lambda rows: upsert_rows(table, rc.conn, rc.tenant, rows, key, update)
+    return _rounds_upsert(table.dialect, rc.conn, table, key, (*given, "updated_at"))

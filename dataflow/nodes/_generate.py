@@ -32,7 +32,7 @@ def _settable(*extra: str):  # type: ignore[no-untyped-def]
     return lambda model: frozenset(model.settable) | frozenset(extra)
 
 
-_BULK_IN = ("records", "data", "chunk_size", "batch_size")
+_BULK_IN = ("records", "data", "chunk_size", "batch_size", "on_progress")
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("Create", _settable(), _crud.prepare_create, _crud.run_create, True, 1, _record_outputs),
@@ -49,7 +49,7 @@ OPERATIONS: tuple[Operation, ...] = (
               _fixed("inserted", "updated", "skipped", "failed", "errors", "chunks")),
     Operation("BulkUpdate", _fixed(*_BULK_IN, "filter", "fields", "confirmed"), _bulk.prepare_bulk_update,
               _bulk.run_bulk_update, True, 0, _fixed("updated")),
-    Operation("BulkDelete", _fixed("filter", "confirmed"), _bulk.prepare_bulk_delete, _bulk.run_bulk_delete,
+    Operation("BulkDelete", _fixed("filter", "confirmed", "on_progress"), _bulk.prepare_bulk_delete, _bulk.run_bulk_delete,
               True, 1, _fixed("deleted")),
     Operation("BulkUpsert", _fixed(*_BULK_IN, "conflict_on", "update_fields"), _bulk.prepare_bulk_upsert,
               _bulk.run_bulk_upsert, True, 0, _fixed("inserted", "updated")),

@@ -42,6 +42,8 @@ class CompiledModel:
         cols = ", ".join(q(c) for c in self.insert_columns)
         marks = ", ".join(self.ph for _ in self.insert_columns)
         self.insert_sql = f"INSERT INTO {self.table} ({cols}) VALUES ({marks})"
+        #: the INSERT without RETURNING, for many rows at once
+        self.plain_insert_sql = self.insert_sql
         if dialect.insert_returning:
             self.insert_sql += f" RETURNING {q('id')}"
         self.select_by_id_sql = f"SELECT {self.select_list} FROM {self.table} WHERE {q('id')} = {self.ph}"
@@ -114,6 +116,20 @@ class CompiledModel:
             sets = ", ".join(f"{self.q(n)} = {self.ph}" for n in names)
             sql = self._update_sql[names] = f"UPDATE {self.table} SET {sets}{self._version_bump}"
         return sql
+
+    def set_from(self, names: Sequence[str], source: str, target: str | None = None) -> str:
+        """The SET list of an UPDATE taking ``names`` from the joined table ``source``.
+
+        ``"a" = source."a", …`` plus the version bump of a versioned model.
+        ``target`` qualifies the columns set (MySQL's multi-table UPDATE needs
+        it; PostgreSQL's ``UPDATE … FROM`` forbids it).
+        """
+        q = self.q
+        t = f"{target}." if target else ""
+        sets = [f"{t}{q(n)} = {source}.{q(n)}" for n in names]
+        if self.versioned:
+            sets.append(f"{t}{q('version')} = {t}{q('version')} + 1")
+        return ", ".join(sets)
 
     # -- managed columns: tenant, soft delete, version
 

@@ -1,0 +1,117 @@
+"""The bulk write paths every dialect has, with portable defaults.
+
+``nodes/_bulk.py`` validates records into bound rows (in the model's
+``insert_columns`` order) and calls these methods chunk by chunk, inside the
+workflow's transaction; a backend overrides the ones it has a faster honest
+path for (PostgreSQL: COPY; MySQL: multi-row statements and a staging
+table). Every method returns what the database reported, never a count
+assumed from the input. See ``docs/adr/0005-bulk.md``.
+
+The defaults are the SQLite paths: ``executemany`` of one prepared
+statement. SQLite runs in-process, so a statement per row costs no round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..sql import CompiledModel
+
+__all__ = ["BulkPaths"]
+
+Rows = Sequence[Sequence[Any]]
+
+
+class BulkPaths:
+    """Bulk INSERT, INSERT-or-skip, upsert and update-by-id of bound rows."""
+
+    #: the bulk nodes' default ``chunk_size`` (rows per chunk)
+    bulk_chunk_size: ClassVar[int] = 5000
+    #: preparing the next chunk on the chunker's thread overlaps the database's work on
+    #: this one: true where the server works in another process while the client waits
+    bulk_overlap: ClassVar[bool] = False
+
+    if TYPE_CHECKING:  # provided by Dialect
+        placeholder: ClassVar[str]
+
+        def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+        def executemany(self, conn: Any, sql: str, rows: Any) -> int: ...
+
+        def quote(self, name: str) -> str: ...
+
+        def upsert_sql(self, model: Any, columns: Sequence[str], conflict: Sequence[str],
+                       update: Sequence[str]) -> str: ...
+
+    # -- the paths
+
+    def bulk_insert(self, conn: Any, table: CompiledModel, rows: Rows) -> int:
+        """INSERT ``rows``; the number inserted. A clash on a unique key is an error."""
+        return self.executemany(conn, table.plain_insert_sql, rows)
+
+    def bulk_insert_ignore(self, conn: Any, table: CompiledModel, rows: Rows) -> int:
+        """INSERT ``rows``, skipping each one that clashes with a stored row on any unique key.
+
+        Returns the number inserted; the rest were skipped.
+        """
+        return self.executemany(conn, self.upsert_sql(table.model, table.insert_columns, [], []), rows)
+
+    def bulk_upsert(self, conn: Any, table: CompiledModel, rows: Rows, key: Sequence[str],
+                    update: Sequence[str]) -> tuple[int, int]:
+        """INSERT ``rows``; a row whose ``key`` is stored updates that row's ``update`` columns instead.
+
+        No two of ``rows`` share a key (the caller splits repeats into later
+        calls), and ``update`` includes ``updated_at`` with a time no stored
+        row has yet. Returns ``(inserted, updated)``.
+
+        The default asks which keys are stored first: exact, because the
+        caller's transaction holds SQLite's write lock from its BEGIN IMMEDIATE.
+        """
+        cols = table.insert_columns
+        key_pos = [cols.index(c) for c in key]
+        keys = [tuple(row[p] for p in key_pos) for row in rows]
+        existing = self.stored_keys(conn, table, key, keys)
+        self.executemany(conn, self.upsert_sql(table.model, cols, key, update), rows)
+        updated = sum(1 for k in keys if k in existing)
+        return len(rows) - updated, updated
+
+    def bulk_update(self, conn: Any, table: CompiledModel, names: Sequence[str], rows: Rows,
+                    tenant: str | None) -> int:
+        """UPDATE by id: each row is the bound values of ``names`` followed by the id.
+
+        Carries the model's scope (tenant, not soft-deleted) and version bump.
+        No two rows share an id. Returns the rows updated.
+        """
+        q, ph = table.q, self.placeholder
+        where, scope = table.scoped_condition(f"{q('id')} = {ph}", tenant)
+        sql = table.update_sql(tuple(names)) + where
+        n = len(names)
+        return self.executemany(conn, sql, [[*row[:n], *scope, row[n]] for row in rows])
+
+    def bulk_error_row(self, exc: BaseException) -> int | None:
+        """For an error raised by one of the paths above: the position of the row at fault, if the driver says."""
+        return None
+
+    # -- helpers
+
+    def stored_keys(self, conn: Any, table: CompiledModel, cols: Sequence[str],
+                    keys: Sequence[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+        """Which of ``keys`` (bound values of ``cols``) are stored, in batches of 500."""
+        found: set[tuple[Any, ...]] = set()
+        q, ph = table.q, self.placeholder
+        select = ", ".join(q(c) for c in cols)
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start:start + 500]
+            if len(cols) == 1:
+                cond = f"{q(cols[0])} IN ({', '.join(ph for _ in part)})"
+                params = [k[0] for k in part]
+            else:
+                one = "(" + " AND ".join(f"{q(c)} = {ph}" for c in cols) + ")"
+                cond = " OR ".join(one for _ in part)
+                params = [v for k in part for v in k]
+            rows = self.execute(conn, f"SELECT {select} FROM {table.table} WHERE {cond}", params).fetchall()
+            found.update(tuple(r) for r in rows)
+        return found
