@@ -32,7 +32,15 @@ import pykka
 
 from ._loop import run_coroutine
 from .errors import ActorStopped, CompensationError
-from .messages import Compensate, Compensation, CompensationReport, Forget, Heartbeat, Record, Recover
+from .messages import (
+    Compensate,
+    Compensation,
+    CompensationReport,
+    Forget,
+    Heartbeat,
+    Record,
+    Recover,
+)
 
 __all__ = [
     "Journal",
@@ -307,7 +315,7 @@ class SafetyActor(pykka.ThreadingActor):
                 if fn is None:
                     raise LookupError(f"no compensation found for node type {item.entry.name!r}")
                 self._call(fn, item.entry, loop)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a user's compensation: reported, the others still run
                 log.warning(
                     "compensation_failed run_id=%s node_id=%s error_type=%s",
                     item.entry.run_id, item.entry.node_id, type(exc).__name__,

@@ -19,14 +19,20 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from actors import Backoff, CommitOutcomeUnknown, CompensationReport, ConnectionLost, Saga, WorkflowActor
+from actors import (
+    Backoff,
+    CommitOutcomeUnknown,
+    CompensationReport,
+    ConnectionLost,
+    Saga,
+    WorkflowActor,
+)
 from actors._loop import run_coroutine
 
 from . import _telemetry
 from ._logging import error_type
 from .errors import (
     CompensationFailed,
-    DataFlowError,
     OutcomeUnknownError,
     WorkflowConnectionError,
     WorkflowError,
@@ -289,7 +295,7 @@ def resolve_commit(db: DataFlow, failure: AttemptFailed, run_id: str) -> Attempt
     """
     try:
         committed = db.engine.ledger.committed(run_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - no answer is an answer: the outcome stays unknown
         log.warning("commit_resolution_failed run_id=%s error_type=%s", run_id, type(exc).__name__)
         return AttemptFailed(AttemptFailed.UNKNOWN, failure.node_id, failure.error, failure.results)
     log.info("commit_resolved run_id=%s committed=%s", run_id, committed)
@@ -353,7 +359,7 @@ def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.Abstrac
     db = workflow.db
     assert db is not None
     engine = db.engine
-    backoff = Backoff()
+    backoff: Backoff | None = None  # made on the first failure: the common path needs none
     attempt_no = 0
     while True:
         attempt_no += 1
@@ -374,6 +380,7 @@ def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.Abstrac
                 failure = resolved
             pending = list(saga.nodes)
             report = abandon(saga) if failure.kind == AttemptFailed.UNKNOWN else saga.compensate()
+            backoff = backoff or Backoff()
             time.sleep(after_failure(db, failure, report, run_id, attempt_no, pending, backoff))
             continue
         saga.forget()

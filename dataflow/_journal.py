@@ -19,6 +19,7 @@ conditional UPDATE, by exactly one live process.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -171,7 +172,7 @@ class SqlJournal:
     def claim_orphans(self) -> list[OrphanRun]:
         out: list[OrphanRun] = []
         for dead in self._dead_owners():
-            rows = self._tx(lambda c, d=dead: self._claim(c, d))
+            rows = self._tx(functools.partial(self._claim, dead=dead))
             by_run: dict[tuple[str, int], list[Compensation]] = {}
             for r in rows:
                 entry = Compensation(r[0], int(r[1]), int(r[2]), r[4], r[5], r[6], json.loads(r[7]), json.loads(r[8]))
@@ -284,7 +285,7 @@ class SqlJournal:
                 else:
                     try:
                         dialect.rollback(conn)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - a connection that cannot roll back is dropped
                         self._drop(conn)
                 raise
         raise AssertionError("unreachable")

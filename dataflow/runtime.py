@@ -102,7 +102,7 @@ async def _run_async(wf: Workflow, steps: _execute.Plan, run_id: str, tenant: st
     db = wf.db
     assert db is not None
     loop = asyncio.get_running_loop()
-    backoff = Backoff()
+    backoff: Backoff | None = None  # made on the first failure: the common path needs none
     attempt_no = 0
     while True:
         attempt_no += 1
@@ -121,6 +121,7 @@ async def _run_async(wf: Workflow, steps: _execute.Plan, run_id: str, tenant: st
                 report = _execute.abandon(saga)
             else:
                 report = await _compensate(saga, loop, db.node_timeout)
+            backoff = backoff or Backoff()
             await asyncio.sleep(_execute.after_failure(db, failure, report, run_id, attempt_no, pending, backoff))
             continue
         saga.forget()
@@ -160,7 +161,12 @@ async def _compensate(saga: Saga, loop: asyncio.AbstractEventLoop, timeout: floa
     """The attempt's compensations, run by the safety actor while this loop stays free."""
     bound = saga.count * timeout + 5.0
     done: asyncio.Future[CompensationReport] = loop.create_future()
-    saga.compensate_then(lambda report: loop.call_soon_threadsafe(_settle, done, report, None))
+
+    def reply(report: CompensationReport) -> None:
+        # Runs on the safety actor's thread.
+        loop.call_soon_threadsafe(_settle, done, report, None)
+
+    saga.compensate_then(reply)
     try:
         return await asyncio.wait_for(done, bound)
     except TimeoutError as exc:

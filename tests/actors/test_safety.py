@@ -254,9 +254,8 @@ def test_qualified_names_only_for_importable_callables() -> None:
 def test_a_disconnect_at_commit_is_an_unknown_outcome(supervisor: SupervisorFactory, driver: FakeDriver) -> None:
     """COMMIT on a lost connection raises CommitOutcomeUnknown (a ConnectionLost), never a plain failure."""
     sup = supervisor(min_size=1, max_size=1)
-    with sup.checkout() as lease:
-        with pytest.raises(CommitOutcomeUnknown) as info:
-            WorkflowActor(driver, lease).run(lambda c: driver.kill(c))
+    with sup.checkout() as lease, pytest.raises(CommitOutcomeUnknown) as info:
+        WorkflowActor(driver, lease).run(lambda c: driver.kill(c))
     assert isinstance(info.value, ConnectionLost)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,7 +89,7 @@ def disconnect_error(db: DataFlow, conn: Any) -> BaseException:
     """The error the driver raises for ``conn`` once it is killed (the real one, not a made-up one)."""
     try:
         db.dialect.execute(conn, "SELECT 1").fetchall()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - checked on the next line
         assert db.dialect.is_disconnect(exc), f"{exc!r} is not a disconnect"
         return exc
     raise AssertionError("the killed connection still works")

@@ -24,8 +24,8 @@ from dataflow import (
     TransientError,
     WorkflowBuilder,
     WorkflowFailed,
+    _execute,
 )
-from dataflow import _execute
 from tests.integration.helpers import table_count
 
 from .faults import capture_connections, kill, transient_error
@@ -143,7 +143,7 @@ def test_non_transient_errors_fail_once(db: DataFlow) -> None:
     @db.model
     class Tag:
         name: str
-        __indexes__ = [{"name": "idx_tag_name_unique", "fields": ["name"], "unique": True}]
+        __indexes__ = [{"name": "idx_tag_name_unique", "fields": ["name"], "unique": True}]  # noqa: RUF012
 
     log: list[str] = []
     _step(db, log)
@@ -257,7 +257,7 @@ def _two_at_once(flows: list[Any]) -> list[Any]:
     def run(i: int) -> None:
         try:
             out[i] = LocalRuntime().execute(flows[i])[0]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - judged by the caller
             out[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(flows))]

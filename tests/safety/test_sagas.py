@@ -131,7 +131,7 @@ def test_workflows_without_compensations_never_touch_the_safety_actor(db: DataFl
     @db.model
     class Item:
         name: str
-        __indexes__ = [{"name": "idx_item_name", "fields": ["name"], "unique": True}]
+        __indexes__ = [{"name": "idx_item_name", "fields": ["name"], "unique": True}]  # noqa: RUF012
 
     db.register_node("Plain", lambda: {"ok": True})
     wf = WorkflowBuilder(db)
@@ -270,7 +270,7 @@ def test_async_runtime_compensates_a_database_workflow(db: DataFlow) -> None:
 def _crash(url: str, log: Path, mode: str) -> int:
     """Run the crash worker in a child process; return its exit code."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: PLW1510 - the exit code is the point
         [sys.executable, "-m", "tests.safety._crash_worker", url, str(log), mode],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
@@ -366,7 +366,7 @@ def test_a_live_process_keeps_its_pending_compensations(open_db: Callable[..., D
 def _expect_failure(workflow: Any, errors: list[BaseException]) -> None:
     try:
         LocalRuntime().execute(workflow)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - judged by the test
         errors.append(exc)
 
 

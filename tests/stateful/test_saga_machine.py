@@ -17,10 +17,23 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from actors import Backoff
-from dataflow import AsyncLocalRuntime, CompensationFailed, DataFlow, LocalRuntime, WorkflowBuilder, WorkflowFailed
+from dataflow import (
+    AsyncLocalRuntime,
+    CompensationFailed,
+    DataFlow,
+    LocalRuntime,
+    WorkflowBuilder,
+    WorkflowFailed,
+)
 from tests.safety.faults import transient_error
 
 KINDS = ("outside", "outside", "outside_bad_undo", "db_write", "noncritical")
