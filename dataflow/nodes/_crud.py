@@ -135,6 +135,15 @@ def run_update(nt: NodeType, rc: RunContext, args: UpdateArgs) -> dict[str, Any]
         rows = dialect.execute(rc.conn, sql + f" RETURNING {table.select_list}", values).fetchall()
         n = len(rows)
         record = table.row_to_dict(rows[0]) if n == 1 else None
+    elif _by_id(args.filter):
+        # At most one row, whose id is known: no need to look the ids up first.
+        # The count is of rows matched (MySQL runs with FOUND_ROWS), changed or not.
+        n = dialect.execute(rc.conn, sql, values).rowcount
+        record = None
+        if n == 1:
+            pk = table.bind_value("id", args.filter["id"])
+            row = dialect.execute(rc.conn, *table.read_statement(pk, rc.tenant)).fetchone()
+            record = table.row_to_dict(row) if row is not None else None
     else:
         ids = [r[0] for r in dialect.execute(rc.conn, f"SELECT {table.q('id')} FROM {table.table}{where}{dialect.for_update}", params).fetchall()]
         n = 0
@@ -150,6 +159,11 @@ def run_update(nt: NodeType, rc: RunContext, args: UpdateArgs) -> dict[str, Any]
             record = table.row_to_dict(row) if row is not None else None
     version_postcheck(table, expected, n)
     return {"rows_affected": n, "updated": n > 0, "record": record}
+
+
+def _by_id(flt: dict[str, Any]) -> bool:
+    """The filter is ``{"id": <one value>}``: it matches at most one row."""
+    return len(flt) == 1 and "id" in flt and not isinstance(flt["id"], (dict, list, tuple, set))
 
 
 # -- Delete ---------------------------------------------------------------------
