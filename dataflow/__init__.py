@@ -27,12 +27,15 @@ from .errors import (
     WorkflowConnectionError,
     WorkflowError,
     WorkflowFailed,
+    WorkflowVersionConflict,
 )
+from .nodes._progress import BulkProgress
 from .runtime import AsyncLocalRuntime, LocalRuntime
 from .workflow import Workflow, WorkflowBuilder
 
 __all__ = [
     "AsyncLocalRuntime",
+    "BulkProgress",
     "CompensationFailed",
     "ConfigurationError",
     "ConnectionLostError",
@@ -59,4 +62,5 @@ __all__ = [
     "WorkflowConnectionError",
     "WorkflowError",
     "WorkflowFailed",
+    "WorkflowVersionConflict",
 ]

@@ -34,9 +34,11 @@ from ._logging import error_type
 from .errors import (
     CompensationFailed,
     OutcomeUnknownError,
+    VersionConflictError,
     WorkflowConnectionError,
     WorkflowError,
     WorkflowFailed,
+    WorkflowVersionConflict,
 )
 from .nodes import RunContext
 
@@ -345,9 +347,16 @@ def _failed(failure: AttemptFailed, run_id: str, cause: BaseException, report: C
     if report.errors:
         message += "; compensation failed for " + ", ".join(f"{n} ({type(e).__name__}: {e})" for n, e in report.errors)
     message += "; every database write of the workflow was rolled back"
-    cls = CompensationFailed if report.errors else WorkflowFailed
-    return cls(message, node=failure.node_id, run_id=run_id, results=dict(failure.results),
-               compensated=list(report.compensated), compensation_errors=list(report.errors), attempts=attempts)
+    cls: type[WorkflowFailed] = WorkflowFailed
+    if report.errors:
+        cls = CompensationFailed
+    elif isinstance(cause, VersionConflictError):
+        cls = WorkflowVersionConflict
+    error = cls(message, node=failure.node_id, run_id=run_id, results=dict(failure.results),
+                compensated=list(report.compensated), compensation_errors=list(report.errors), attempts=attempts)
+    if isinstance(error, WorkflowVersionConflict) and isinstance(cause, VersionConflictError):
+        error.model, error.stale = cause.model, cause.stale
+    return error
 
 
 def run_sync(workflow: Workflow, steps: Plan, run_id: str, loop: asyncio.AbstractEventLoop | None = None,

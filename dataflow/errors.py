@@ -23,7 +23,8 @@ Our exception hierarchy::
     ├── EngineError             the engine is closed or its pool has given up
     ├── OutcomeUnknownError     the connection died during COMMIT and the outcome could not be resolved
     └── WorkflowFailed          a workflow ran and failed: names the node, cause chained
-        └── CompensationFailed  ... and one or more compensations raised too
+        ├── WorkflowVersionConflict  …because of a stale version (also a VersionConflictError)
+        └── CompensationFailed       …and one or more compensations raised too
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "WorkflowConnectionError",
     "WorkflowError",
     "WorkflowFailed",
+    "WorkflowVersionConflict",
 ]
 
 
@@ -226,6 +228,11 @@ class WorkflowFailed(DataFlowError):
         self.compensated = compensated or []
         self.compensation_errors = compensation_errors or []
         self.attempts = attempts
+
+
+class WorkflowVersionConflict(WorkflowFailed, VersionConflictError):
+    """A workflow failed because an update named a stale ``version``: it is both a
+    :class:`WorkflowFailed` and a :class:`VersionConflictError`, so either ``except`` catches it."""
 
 
 class CompensationFailed(WorkflowFailed):

@@ -313,3 +313,16 @@ def test_two_concurrent_updates_of_one_version_exactly_one_wins(db: DataFlow) ->
         assert row["version"] == version + 1
         assert row["balance"] in (100 * round_, 100 * round_ + 1)
     assert raw(db, f"SELECT COUNT(*) FROM {db.dialect.quote('accounts')}")[0][0] == 1
+
+
+def test_stale_version_is_catchable_as_version_conflict_error(db: DataFlow) -> None:
+    """execute() itself raises an error that is both a VersionConflictError and a WorkflowFailed."""
+    _define(db)
+    (ann,) = _make(db, "ann")
+    run_node(db, "AccountUpdateNode", {"id": ann, "balance": 1})
+    wf = WorkflowBuilder()
+    wf.add_node("AccountUpdateNode", "stale", {"filter": {"id": ann, "version": 1}, "fields": {"balance": 5}})
+    with pytest.raises(VersionConflictError) as info:
+        LocalRuntime().execute(wf.build())
+    assert isinstance(info.value, WorkflowFailed)
+    assert info.value.node == "stale" and info.value.model == "Account"
