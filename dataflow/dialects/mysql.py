@@ -27,7 +27,7 @@ from .. import errors
 from .._models import FieldSpec, ModelSpec
 from ._bulk_mysql import MySQLBulk
 from ._url import DatabaseURL
-from .base import Converter, Dialect, datetime_to_text, decimal_canonical, text_to_datetime
+from .base import Converter, Dialect, datetime_to_text, decimal_canonical, socket_quiet, text_to_datetime
 
 __all__ = ["MySQLDialect"]
 
@@ -307,6 +307,19 @@ class MySQLDialect(MySQLBulk, Dialect):
         except pymysql.err.Error:
             return False
         return True
+
+    def alive(self, conn: _Connection) -> bool:
+        # The server never speaks to an idle client unasked: anything on the
+        # socket is the close after KILL, wait_timeout or a shutdown. The
+        # round trip only confirms it.
+        sock = conn._sock
+        if sock is None:
+            return False
+        try:
+            fd = sock.fileno()
+        except OSError:
+            return False
+        return fd >= 0 and (socket_quiet(fd) or self.ping(conn))
 
     def transaction_state(self, conn: _Connection) -> TxState:
         if not conn.open:

@@ -23,7 +23,7 @@ from .. import errors
 from .._models import FieldSpec, ModelSpec
 from ._bulk_postgresql import PostgresBulk
 from ._url import DatabaseURL
-from .base import Converter, Dialect, datetime_to_text, decimal_canonical, text_to_datetime
+from .base import Converter, Dialect, datetime_to_text, decimal_canonical, socket_quiet, text_to_datetime
 
 __all__ = ["PostgresDialect"]
 
@@ -209,11 +209,26 @@ class PostgresDialect(PostgresBulk, Dialect):
             conn.execute("ROLLBACK")
 
     def ping(self, conn: psycopg.Connection[Any]) -> bool:
+        # psycopg_pool's own health check: an empty query, one round trip.
+        from psycopg_pool import ConnectionPool
+
         try:
-            conn.execute("SELECT 1").fetchone()
+            ConnectionPool.check_connection(conn)
         except psycopg.Error:
             return False
         return True
+
+    def alive(self, conn: psycopg.Connection[Any]) -> bool:
+        # No round trip while the socket is quiet. Something waiting on an
+        # idle connection is most often pg_terminate_backend's FATAL and
+        # close, but may be a NOTIFY or a notice: then the round trip decides.
+        if conn.closed:
+            return False
+        try:
+            fd = conn.pgconn.socket
+        except psycopg.OperationalError:
+            return False
+        return socket_quiet(fd) or self.ping(conn)
 
     def transaction_state(self, conn: psycopg.Connection[Any]) -> TxState:
         if conn.closed:
