@@ -26,6 +26,7 @@ from ._tenant import TenantContext
 from .dialects import DatabaseURL, dialect_for, parse_url
 from .errors import ConfigurationError, EngineError, FeatureNotAvailableError, ModelError
 from .nodes import NodeType, make_user_node, model_node_types
+from .nodes._bulk import BULK_MODES
 from .sql import CompiledModel
 
 __all__ = ["DataFlow", "find_node_type", "known_node_names"]
@@ -35,11 +36,11 @@ C = TypeVar("C", bound=type)
 #: options from the user guide whose features are not built yet: accepted
 #: nowhere, so that nobody believes they are on.
 NOT_YET = frozenset({
-    "bulk_optimization_mode", "real_time_alerts", "audit_logging",
+    "real_time_alerts", "audit_logging",
     "encryption_key", "cache_enabled", "cache_ttl", "enable_query_cache", "pool_max_overflow", "echo",
 })
 OPTIONS = ("database_url", "pool_size", "pool_timeout", "pool_recycle", "max_restarts", "restart_period",
-           "multi_tenant", "node_timeout",
+           "multi_tenant", "node_timeout", "bulk_optimization_mode",
            "data_safety_level", "auto_retry_attempts", "durable_compensations",
            *MONITORING_OPTIONS)
 
@@ -69,6 +70,13 @@ class DataFlow:
     ``PoolTimeoutError``), ``pool_recycle`` (seconds a connection lives),
     and ``max_restarts`` connection failures tolerated within
     ``restart_period`` seconds before the pool gives up (``EngineError``).
+
+    Bulk nodes (``docs/bulk.md``): ``bulk_optimization_mode`` is ``"balanced"``
+    (the default: chunks of the backend's default size, each written under a
+    savepoint so a refused record is found and named, or isolated under
+    ``error_strategy="continue"``) or ``"speed"`` (chunks four times larger,
+    no savepoint per chunk under ``fail_fast``, and ``continue`` rejects a
+    refused chunk whole instead of isolating its records).
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class DataFlow:
         restart_period: float | None = None,
         multi_tenant: bool | None = None,
         node_timeout: float = 300.0,
+        bulk_optimization_mode: str = "balanced",
         data_safety_level: str | None = None,
         auto_retry_attempts: int | None = None,
         durable_compensations: bool | None = None,
@@ -108,6 +117,11 @@ class DataFlow:
                                          or max_restarts < 0):
             raise ConfigurationError(f"max_restarts must be a whole number >= 0, got {max_restarts!r}")
         self.node_timeout = float(node_timeout)
+        if bulk_optimization_mode not in BULK_MODES:
+            raise ConfigurationError(f"bulk_optimization_mode must be one of {', '.join(map(repr, BULK_MODES))}, "
+                                     f"got {bulk_optimization_mode!r}")
+        #: how bulk nodes trade error isolation for speed (``docs/bulk.md``)
+        self.bulk_optimization_mode = bulk_optimization_mode
         self.dialect = dialect_for(self.url)
         #: the resolved ``data_safety_level`` bundle (``docs/safety.md``)
         self.safety = _safety_settings(self.url, data_safety_level, auto_retry_attempts, durable_compensations)

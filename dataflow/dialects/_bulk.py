@@ -32,6 +32,10 @@ class BulkPaths:
     #: preparing the next chunk on the chunker's thread overlaps the database's work on
     #: this one: true where the server works in another process while the client waits
     bulk_overlap: ClassVar[bool] = False
+    #: an upsert names the key it resolves conflicts on; False where a clash on any
+    #: unique key updates (MySQL's ON DUPLICATE KEY UPDATE), so :meth:`bulk_upsert`
+    #: is only right for models with a single unique key a record can give
+    upsert_targets_key: ClassVar[bool] = True
 
     if TYPE_CHECKING:  # provided by Dialect
         placeholder: ClassVar[str]

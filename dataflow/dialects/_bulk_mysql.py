@@ -29,6 +29,7 @@ class MySQLBulk(BulkPaths):
 
     bulk_chunk_size = 5000
     bulk_overlap = True
+    upsert_targets_key = False
 
     def bulk_upsert(self, conn: Any, table: CompiledModel, rows: Rows, key: Sequence[str],
                     update: Sequence[str]) -> tuple[int, int]:

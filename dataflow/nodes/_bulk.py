@@ -185,8 +185,7 @@ def _create_write(nt: NodeType, rc: RunContext, conflict: str) -> Callable[[Sequ
         key = _conflict_key(model)
         assert key is not None  # prepare_bulk_create checked it
         cols = [c for c in table.insert_columns if c not in key]
-        if model.managed_options:
-            # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
+        if _lookup_upsert(nt):
             update = upsert_update_columns(table, cols)
 
             def write(rows: Sequence[Any]) -> Counts:
@@ -233,6 +232,22 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
     job.progress.finish()
     return {"inserted": totals[0], "updated": totals[1], "skipped": totals[2], "failed": failed, "errors": errors,
             "chunks": n_chunks}
+
+
+def _lookup_upsert(nt: NodeType) -> bool:
+    """Whether upserts of this model look their keys up first (``_managed.upsert_rows``).
+
+    Tenant, soft delete and version need that scoped upsert; so does a model
+    with several unique keys a record can give on a backend whose upsert
+    cannot name the key (a clash on the other key would update the wrong row).
+    Otherwise the dialect's ``bulk_upsert`` does it in one statement.
+    """
+    model, table = nt.model, nt.table
+    assert model is not None and table is not None
+    if model.managed_options:
+        return True
+    keys = [k for k in model.unique_keys() if not (k == ("id",) and model.primary_key.auto)]
+    return len(keys) > 1 and not table.dialect.upsert_targets_key
 
 
 def _rounds(rows: Sequence[Any], key_pos: Sequence[int]) -> list[list[Any]]:
@@ -507,8 +522,7 @@ def _upsert_write(nt: NodeType, rc: RunContext, key: tuple[str, ...],
     """``write(rows) -> (inserted, updated)`` of BulkUpsert, updating ``given`` fields on a conflict."""
     table, model = nt.table, nt.model
     assert table is not None and model is not None
-    if model.managed_options:
-        # tenant, soft delete and version need the scoped upsert (nodes/_managed.py)
+    if _lookup_upsert(nt):
         update = upsert_update_columns(table, given)
         return lambda rows: upsert_rows(table, rc.conn, rc.tenant, rows, key, update)
     return _rounds_upsert(table.dialect, rc.conn, table, key, (*given, "updated_at"))
