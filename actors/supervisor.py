@@ -420,7 +420,7 @@ class Supervisor:
             return True
         try:
             return bool(self.driver.alive(slot.conn))
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the check raises, the connection is not fit
             return False
 
     def _retire(self, slot: Slot) -> None:
@@ -439,7 +439,7 @@ class Supervisor:
                 return False
             self.driver.rollback(slot.conn)
             return self.driver.transaction_state(slot.conn) is TxState.IDLE
-        except Exception:
+        except Exception:  # noqa: BLE001 - a connection that cannot be cleaned is replaced
             return False
 
     # -- children's reports (called from connection actor threads) --------

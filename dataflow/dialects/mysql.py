@@ -27,7 +27,7 @@ from .. import errors
 from .._models import FieldSpec, ModelSpec
 from ._bulk_mysql import MySQLBulk
 from ._url import DatabaseURL
-from .base import Converter, Dialect, datetime_to_text, decimal_canonical, socket_quiet, text_to_datetime
+from .base import Converter, Dialect, datetime_to_text, decimal_canonical, socket_quiet
 
 __all__ = ["MySQLDialect"]
 
@@ -55,7 +55,7 @@ _BIND: dict[type, Converter] = {
 }
 _RESULT: dict[type, Converter] = {
     bool: bool,
-    datetime: text_to_datetime,
+    datetime: datetime.fromisoformat,  # the column is VARCHAR: always text
     Decimal: decimal_canonical,
     dict: json.loads,
     list: json.loads,

@@ -23,7 +23,7 @@ from .. import errors
 from .._models import FieldSpec, ModelSpec
 from ._bulk_postgresql import PostgresBulk
 from ._url import DatabaseURL
-from .base import Converter, Dialect, datetime_to_text, decimal_canonical, socket_quiet, text_to_datetime
+from .base import Converter, Dialect, datetime_to_text, decimal_canonical, socket_quiet
 
 __all__ = ["PostgresDialect"]
 
@@ -47,13 +47,13 @@ _BIND: dict[type, Converter] = {
     list: json.dumps,
 }
 _RESULT: dict[type, Converter] = {
-    datetime: text_to_datetime,
+    datetime: datetime.fromisoformat,  # the column is VARCHAR: always text
     Decimal: decimal_canonical,
 }
 _TRANSIENT = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 # admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now
 _GONE = frozenset({"57P01", "57P02", "57P03"})
-_TX = {
+_TX: dict[int, TxState] = {
     pq.TransactionStatus.IDLE: TxState.IDLE,
     pq.TransactionStatus.INTRANS: TxState.INTRANS,
     pq.TransactionStatus.INERROR: TxState.INERROR,

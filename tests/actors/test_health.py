@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from actors import ConnectionLost, PoolPolicy, SupervisorFailed, WorkflowActor
-from tests.fakes import FakeConnectError, FakeDriver, wait_until
+from tests.fakes import FakeDriver, wait_until
 
 from .conftest import SupervisorFactory
 
