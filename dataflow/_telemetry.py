@@ -165,7 +165,11 @@ class Telemetry:
             from ._prometheus import PrometheusEndpoint
 
             self.prometheus = PrometheusEndpoint(settings.host, settings.port, settings.path)
-        self._refresh()
+        try:
+            self._refresh()
+        except BaseException:
+            self.close()
+            raise
         self.views: dict[str, MonitorView] = monitor_views(self.stats, settings, engine)
         self.log.info("database_opened", backend=url.backend, pool_max_size=engine.supervisor.policy.max_size,
                       metrics_url=self.metrics_url)
@@ -519,7 +523,8 @@ class Telemetry:
             self._inst.members.discard(self)
         if self.prometheus is not None:
             self.prometheus.close()
-        self.log.info("database_closed")
+        if hasattr(self, "views"):  # fully built: it was announced as opened
+            self.log.info("database_closed")
 
 
 class _CountingCursor:
