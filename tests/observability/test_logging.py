@@ -158,3 +158,15 @@ def test_password_never_logged(engine_url: str, caplog: pytest.LogCaptureFixture
         db.close()
     assert events(captured, "database_opened")
     assert "hunter2-pw" not in repr(captured)
+
+
+def test_tenant_id_is_bound(make_db: Any, span_exporter: Any) -> None:
+    """A run for a tenant carries tenant_id in its failure event and its workflow span."""
+    db = make_db(traced=True, multi_tenant=True)
+    add_customer(db)
+    LocalRuntime().execute(create_read(), tenant_id="acme")
+    with capture_logs() as captured, pytest.raises(WorkflowFailed):
+        LocalRuntime().execute(create_read(), tenant_id="acme")
+    assert events(captured, "workflow_failed")[0]["tenant_id"] == "acme"
+    spans = [s for s in span_exporter.get_finished_spans() if s.name == "dataflow.workflow"]
+    assert {s.attributes["dataflow.tenant_id"] for s in spans} == {"acme"}
