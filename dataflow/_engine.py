@@ -126,10 +126,10 @@ class DataFlow:
         #: the resolved ``data_safety_level`` bundle (``docs/safety.md``)
         self.safety = _safety_settings(self.url, data_safety_level, auto_retry_attempts, durable_compensations)
         policy = self.dialect.pool_policy(pool_size, pool_timeout, pool_recycle)
-        supervision = {k: v for k, v in (("max_restarts", max_restarts), ("restart_period", restart_period))
-                       if v is not None}
-        if supervision:
-            policy = dataclasses.replace(policy, **supervision)
+        if max_restarts is not None:
+            policy = dataclasses.replace(policy, max_restarts=max_restarts)
+        if restart_period is not None:
+            policy = dataclasses.replace(policy, restart_period=float(restart_period))
         self.engine = Engine(self.dialect, policy, session=session_statements(self.dialect, self.safety))
         try:
             #: logs, traces, metrics and monitor statistics of this database
