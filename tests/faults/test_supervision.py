@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dataflow import AsyncLocalRuntime, ConnectionLostError, DataFlow, EngineError, WorkflowFailed
+from dataflow import AsyncLocalRuntime, ConfigurationError, ConnectionLostError, DataFlow, EngineError, WorkflowFailed
 from dataflow.testing import crash_connection_actor, wait_for_pool
 
 from .helpers import create, names, pool_back_to_size, run
@@ -90,3 +90,17 @@ def test_failed_pool_then_close_is_clean(open_db: OpenDB) -> None:
     assert report["ok"] is False
     db.close()
     assert db.closed
+
+
+@pytest.mark.parametrize("options", [{"max_restarts": -1}, {"max_restarts": 1.5}, {"max_restarts": True},
+                                     {"restart_period": 0}, {"restart_period": "10"}])
+def test_supervision_options_are_checked(options: dict[str, Any]) -> None:
+    """A bad max_restarts or restart_period is a ConfigurationError at construction."""
+    with pytest.raises(ConfigurationError):
+        DataFlow(**options)
+
+
+def test_supervision_options_become_the_policy() -> None:
+    """max_restarts and restart_period reach the supervisor's policy."""
+    with DataFlow(max_restarts=7, restart_period=2.5) as db:
+        assert (db.supervisor.policy.max_restarts, db.supervisor.policy.restart_period) == (7, 2.5)
