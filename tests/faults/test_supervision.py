@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from dataflow import AsyncLocalRuntime, ConfigurationError, ConnectionLostError, DataFlow, EngineError, WorkflowFailed
+from dataflow import (
+    AsyncLocalRuntime,
+    ConfigurationError,
+    ConnectionLostError,
+    DataFlow,
+    EngineError,
+    WorkflowFailed,
+)
 from dataflow.testing import crash_connection_actor, wait_for_pool
 
 from .helpers import create, names, pool_back_to_size, run
