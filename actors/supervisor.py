@@ -529,11 +529,13 @@ class Supervisor:
             self._spawn_locked(replaces=True)
 
     def _retire_locked(self, slot: Slot, replace: bool) -> None:
-        # The caller stops the slot's actor after leaving the lock.
+        # The caller stops the slot's actor after leaving the lock. A slot no
+        # longer in the pool died meanwhile and was replaced by _child_died.
+        was_in_pool = slot in self._slots
         self._slots.discard(slot)
         slot.state = "closing"
         if self._state == "running":
-            if replace:
+            if replace and was_in_pool:
                 self._replace_locked()
             self._grow_locked()
 
