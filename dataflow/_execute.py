@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,6 @@ __all__ = [
     "resolve_commit", "run_on_connection", "run_sync",
 ]
 
-log = logging.getLogger("dataflow")
 
 Plan = list[tuple["Step", Any, dict[str, Any]]]
 
@@ -298,9 +296,9 @@ def resolve_commit(db: DataFlow, failure: AttemptFailed, run_id: str) -> Attempt
     try:
         committed = db.engine.ledger.committed(run_id)
     except Exception as exc:  # noqa: BLE001 - no answer is an answer: the outcome stays unknown
-        log.warning("commit_resolution_failed run_id=%s error_type=%s", run_id, type(exc).__name__)
+        db.telemetry.log.warning("commit_resolution_failed", run_id=run_id, error_type=type(exc).__name__)
         return AttemptFailed(AttemptFailed.UNKNOWN, failure.node_id, failure.error, failure.results)
-    log.info("commit_resolved run_id=%s committed=%s", run_id, committed)
+    db.telemetry.log.info("commit_resolved", run_id=run_id, committed=committed)
     if committed:
         return None
     return AttemptFailed(AttemptFailed.RETRY, failure.node_id, failure.error, failure.results)
@@ -321,8 +319,6 @@ def after_failure(db: DataFlow, failure: AttemptFailed, report: CompensationRepo
         _telemetry.record_compensation(db, run_id, node_id, False, exc)
     if failure.kind == AttemptFailed.RETRY and attempt_no <= db.safety.retries:
         delay = backoff.next_delay()
-        log.info("workflow_retry run_id=%s attempt=%d error_type=%s delay=%.3f",
-                 run_id, attempt_no + 1, type(failure.error).__name__, delay)
         _telemetry.record_retry(db, run_id, attempt_no, failure.error, delay)
         return delay
     cause = db.engine.map(failure.error)
