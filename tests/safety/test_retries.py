@@ -36,7 +36,7 @@ class Permanent(Exception):
 
 
 def _retries(caplog: pytest.LogCaptureFixture) -> int:
-    return sum(1 for r in caplog.records if r.getMessage().startswith("workflow_retry"))
+    return sum(1 for r in caplog.records if "workflow_retried" in r.getMessage())
 
 
 def _flaky(db: DataFlow, failures: int) -> dict[str, int]:
