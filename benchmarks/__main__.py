@@ -14,11 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import _peers, create_read, list_filtered, rw_concurrent
+from . import _peers, bulk, create_read, list_filtered, rw_concurrent
 from ._engines import DEFAULT_URLS, RAW_LABELS, Engine, mask
 from ._harness import Config, NotInstalled, render
 
-SCENARIOS = {m.NAME: m for m in (create_read, list_filtered, rw_concurrent)}
+SCENARIOS = {m.NAME: m for m in (create_read, list_filtered, rw_concurrent, bulk)}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="also run SQLAlchemy Core, SQLAlchemy ORM and Django")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
     p.add_argument("--reps", type=int, help="repetitions per contender (default 5, quick 3)")
+    p.add_argument("--huge", action="store_true",
+                   help="bulk: also import 1, 3 and 10 million rows from a generator (PostgreSQL)")
     p.add_argument("--pg-url", default=os.environ.get("DATAFLOW_BENCH_PG_URL",
                                                       DEFAULT_URLS["postgresql"]))
     p.add_argument("--mysql-url", default=os.environ.get("DATAFLOW_BENCH_MYSQL_URL",
@@ -94,7 +96,7 @@ def header(argv: list[str], cfg: Config, servers: dict[str, str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    cfg = Config(quick=args.quick, peers=args.peers, reps=args.reps or (3 if args.quick else 5))
+    cfg = Config(quick=args.quick, peers=args.peers, reps=args.reps or (3 if args.quick else 5), huge=args.huge)
     urls = {"sqlite": None, "postgresql": args.pg_url, "mysql": args.mysql_url}
     status = 0
     with tempfile.TemporaryDirectory(prefix="dataflow-bench-") as tmp:

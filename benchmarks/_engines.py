@@ -20,11 +20,11 @@ DEFAULT_URLS = {
 RAW_LABELS = {"sqlite": "raw sqlite3", "postgresql": "raw psycopg", "mysql": "raw PyMySQL"}
 _TYPES = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "str": "TEXT", "float": "REAL",
-               "int": "INTEGER", "ts": "TIMESTAMP"},
+               "int": "INTEGER", "ts": "TIMESTAMP", "key": "TEXT UNIQUE"},
     "postgresql": {"pk": "BIGSERIAL PRIMARY KEY", "str": "VARCHAR(255)", "float": "DOUBLE PRECISION",
-                   "int": "INTEGER", "ts": "TIMESTAMP"},
+                   "int": "INTEGER", "ts": "TIMESTAMP", "key": "VARCHAR(255) UNIQUE"},
     "mysql": {"pk": "BIGINT AUTO_INCREMENT PRIMARY KEY", "str": "VARCHAR(255)", "float": "DOUBLE",
-              "int": "INTEGER", "ts": "DATETIME(6)"},
+              "int": "INTEGER", "ts": "DATETIME(6)", "key": "VARCHAR(255) UNIQUE"},
 }
 
 

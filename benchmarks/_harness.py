@@ -48,6 +48,7 @@ class Outcome:
     note: str = ""
     per_op_us: list[float] = field(default_factory=list)  # one figure per repetition
     error: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # a Group's extra columns, by header
 
     @property
     def median(self) -> float | None:
@@ -61,6 +62,8 @@ class Group:
     title: str
     outcomes: list[Outcome]
     wall_ops: int | None = None  # ops per repetition, when wall time is worth a column
+    unit: str = "µs/op"
+    columns: tuple[str, ...] = ()  # extra columns, filled from each outcome's ``extra``
 
 
 def _describe(exc: BaseException) -> str:
@@ -131,15 +134,16 @@ def render(group: Group) -> str:
     """The table of one group: median µs/op, range over repetitions, ratio to the first row."""
     wall_ops = group.wall_ops
     base = group.outcomes[0].median if group.outcomes else None
-    header = ["contender", "µs/op", "min–max", "× raw"]
+    header = ["contender", group.unit, "min–max", "× raw"]
     if wall_ops:
         header.insert(2, "wall ms")
+    header += group.columns
     rows = [header]
     notes: list[str] = []
     for o in group.outcomes:
         med = o.median
         if med is None:
-            row = [o.name, "-", "-", "-"] + (["-"] if wall_ops else [])
+            row = [o.name, "-", "-", "-"] + (["-"] if wall_ops else []) + ["-"] * len(group.columns)
             notes.append(f"error: {o.error}" if o.error else o.note)
         else:
             spread = f"{min(o.per_op_us):.1f}–{max(o.per_op_us):.1f}"
@@ -147,6 +151,7 @@ def render(group: Group) -> str:
             row = [o.name, f"{med:.1f}", spread, ratio]
             if wall_ops:
                 row.insert(2, f"{med * wall_ops / 1000:.0f}")
+            row += [o.extra.get(c, "-") for c in group.columns]
             notes.append(o.note)
         rows.append(row)
     widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
@@ -165,3 +170,4 @@ class Config:
     quick: bool = False
     peers: bool = False
     reps: int = 5
+    huge: bool = False  # the bulk scenario's ten-million-row import (PostgreSQL)

@@ -1,6 +1,6 @@
 """SQLAlchemy (Core and ORM) and Django set up the way their users set them up.
 
-Columns are described once as ``(name, kind)`` pairs (kinds: str, float, int) and
+Columns are described once as ``(name, kind)`` pairs (kinds: str, key (a unique str), float, int) and
 turned into each library's table or model here, with ``id`` and Python-set
 ``created_at`` / ``updated_at`` added as DataFlow adds them.
 """
@@ -36,11 +36,11 @@ def sqlalchemy_engine(engine: Engine, **kwargs: Any) -> Any:
 def sqlalchemy_table(name: str, columns: Columns) -> Any:
     from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table
 
-    types = {"str": lambda: String(255), "float": Float, "int": Integer}
+    types = {"str": lambda: String(255), "key": lambda: String(255), "float": Float, "int": Integer}
     return Table(
         name, MetaData(),
         Column("id", Integer, primary_key=True, autoincrement=True),
-        *(Column(col, types[kind](), nullable=False) for col, kind in columns),
+        *(Column(col, types[kind](), nullable=False, unique=kind == "key") for col, kind in columns),
         Column("created_at", DateTime, nullable=False, default=datetime.now),
         Column("updated_at", DateTime, nullable=False, default=datetime.now, onupdate=datetime.now),
     )
@@ -94,7 +94,8 @@ def django_model(table: str, columns: Columns, *, managed: bool = True) -> Any:
 
     if not settings.configured:
         raise NotInstalled("django (not configured)")
-    fields = {"str": lambda: models.CharField(max_length=255), "float": models.FloatField,
+    fields = {"str": lambda: models.CharField(max_length=255),
+              "key": lambda: models.CharField(max_length=255, unique=True), "float": models.FloatField,
               "int": lambda: models.IntegerField(default=0)}
     attrs: dict[str, Any] = {col: fields[kind]() for col, kind in columns}
     attrs["created_at"] = models.DateTimeField(auto_now_add=True)

@@ -14,14 +14,25 @@ statement. SQLite runs in-process, so a statement per row costs no round trip.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from ..sql import CompiledModel
 
-__all__ = ["BulkPaths"]
+__all__ = ["BulkPaths", "InsertStream"]
 
 Rows = Sequence[Sequence[Any]]
+
+
+class InsertStream(Protocol):
+    """An INSERT statement open for rows (see :meth:`BulkPaths.bulk_insert_stream`)."""
+
+    #: rows the database reported inserted, once the stream is closed
+    count: int
+
+    def send(self, rows: Rows) -> None:
+        """Write ``rows`` into the statement."""
 
 
 class BulkPaths:
@@ -36,6 +47,8 @@ class BulkPaths:
     #: unique key updates (MySQL's ON DUPLICATE KEY UPDATE), so :meth:`bulk_upsert`
     #: is only right for models with a single unique key a record can give
     upsert_targets_key: ClassVar[bool] = True
+    #: :meth:`bulk_insert_stream` exists: one INSERT stream can span every chunk of a job
+    bulk_streams: ClassVar[bool] = False
 
     if TYPE_CHECKING:  # provided by Dialect
         placeholder: ClassVar[str]
@@ -93,6 +106,15 @@ class BulkPaths:
         sql = table.update_sql(tuple(names)) + where
         n = len(names)
         return self.executemany(conn, sql, [[*row[:n], *scope, row[n]] for row in rows])
+
+    def bulk_insert_stream(self, conn: Any, table: CompiledModel) -> AbstractContextManager[InsertStream]:
+        """One INSERT of rows sent chunk by chunk (:attr:`bulk_streams` dialects only).
+
+        Leaving the context ends the statement; the stream's ``count`` is then
+        the rows inserted. An error may surface at any ``send`` or at the end,
+        and :meth:`bulk_error_row` then gives the row's position in the whole stream.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no insert stream")
 
     def bulk_error_row(self, exc: BaseException) -> int | None:
         """For an error raised by one of the paths above: the position of the row at fault, if the driver says."""

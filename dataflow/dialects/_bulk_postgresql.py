@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ._bulk import BulkPaths, Rows
+from ._bulk import BulkPaths, InsertStream, Rows
 
 if TYPE_CHECKING:
     from ..sql import CompiledModel
@@ -48,6 +49,7 @@ class PostgresBulk(BulkPaths):
 
     bulk_chunk_size = 10_000
     bulk_overlap = True
+    bulk_streams = True
 
     def bulk_insert(self, conn: Any, table: CompiledModel, rows: Rows) -> int:
         return self._copy(conn, table.table, table, table.insert_columns, rows)
@@ -80,6 +82,22 @@ class PostgresBulk(BulkPaths):
         where = " AND ".join([f"{table.table}.{q('id')} = s.{q('id')}", *parts])
         sql = f"UPDATE {table.table} SET {table.set_from(names, 's')} FROM {stage} s WHERE {where}"
         return int(conn.execute(sql, params or None).rowcount)
+
+    @contextmanager
+    def bulk_insert_stream(self, conn: Any, table: CompiledModel) -> Iterator[InsertStream]:
+        """One COPY for every chunk: the server inserts while the next chunk is validated and sent."""
+        columns = table.insert_columns
+        types = [_BINARY.get(table.model.fields[c].type) for c in columns]
+        binary = all(types)
+        cols = ", ".join(table.q(c) for c in columns)
+        fmt = " (FORMAT BINARY)" if binary else ""
+        cur = conn.cursor()
+        with cur.copy(f"COPY {table.table} ({cols}) FROM STDIN{fmt}") as copy:
+            if binary:
+                copy.set_types(types)
+            stream = _CopyStream(copy)
+            yield stream
+        stream.count = int(cur.rowcount)
 
     def bulk_error_row(self, exc: BaseException) -> int | None:
         if isinstance(exc, CopyRowError):
@@ -164,3 +182,27 @@ class CopyRows(Sequence[Sequence[Any]]):
         return iter(self.rows)
 
 
+
+
+class _CopyStream:
+    """Rows sent into an open COPY; a row psycopg cannot write raises :class:`CopyRowError`."""
+
+    __slots__ = ("copy", "count", "sent")
+
+    def __init__(self, copy: Any) -> None:
+        self.copy = copy
+        self.sent = 0
+        self.count = 0
+
+    def send(self, rows: Rows) -> None:
+        write = self.copy.write_row
+        row: Any = None
+        try:
+            for row in rows:
+                write(row)
+        except psycopg.Error:
+            raise
+        except Exception as exc:  # raised by a dumper: name the row; the COPY is aborted
+            pos = self.sent + next((i for i, r in enumerate(rows) if r is row), -1)
+            raise CopyRowError(f"row {pos + 1} of the COPY: {type(exc).__name__}: {exc}", pos) from exc
+        self.sent += len(rows)

@@ -15,14 +15,17 @@ Counts come from the database. See ``docs/bulk.md`` and ``docs/adr/0005-bulk.md`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, NamedTuple
 
 from actors.chunker import BulkChunker
 
+from ..dialects._bulk import InsertStream
+from ..errors import DatabaseError
 from ..sql import FilterError
-from ._bulk_write import ChunkWriter, Counts
+from ._bulk_write import ChunkWriter, Counts, named_error
 from ._common import check_bool, check_count, check_filter, check_keys, validate_fields
 from ._managed import (
     records_version_check,
@@ -212,14 +215,23 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
         # Runs on the chunker's thread (or this one): validation only, never the connection.
         return builder.prepare(ctx, records, start, clock(), tenant, collect=collect)
 
+    # fail_fast plain inserts on a backend with an insert stream: one statement for the
+    # whole job once it has more than one chunk, so the server never waits between chunks.
+    streams = args.strategy == "fail_fast" and args.conflict == "error" and job.dialect.bulk_streams
     totals: Counts = (0, 0, 0)
     failed = 0
     errors: list[dict[str, Any]] = []
-    with job.chunks(prepare) as chunks:
+    with job.chunks(prepare) as chunks, ExitStack() as stack:
+        stream: InsertStream | None = None
         for chunk in chunks:
             p: Prepared = chunk.prepared
             bad = p.errors
-            if p.rows:
+            if stream is None and streams and len(chunk.items) == job.chunk_size:  # more may follow
+                stack.enter_context(_stream_errors(job.dialect))
+                stream = stack.enter_context(job.dialect.bulk_insert_stream(rc.conn, table))
+            if stream is not None:
+                stream.send(p.rows)
+            elif p.rows:
                 counts, refused = writer(p.rows, p.indexes)
                 totals = (totals[0] + counts[0], totals[1] + counts[1], totals[2] + counts[2])
                 bad = bad + refused
@@ -228,10 +240,25 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
             chunks.ack(chunk)
             job.progress.chunk(len(chunk.items), len(bad))
         n_chunks = chunks.statistics().chunks_produced
+    if stream is not None:
+        totals = (stream.count, 0, 0)
     errors.sort(key=lambda e: e["index"])
     job.progress.finish()
     return {"inserted": totals[0], "updated": totals[1], "skipped": totals[2], "failed": failed, "errors": errors,
             "chunks": n_chunks}
+
+
+@contextmanager
+def _stream_errors(dialect: Any) -> Iterator[None]:
+    """Name the record a refused insert stream broke at (fail_fast: stream row i is records[i])."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = dialect.map_error(exc)
+        if not isinstance(mapped, DatabaseError) or dialect.is_disconnect(exc) or dialect.is_transient(exc):
+            raise
+        pos = dialect.bulk_error_row(exc)
+        raise named_error(mapped, f"records[{pos}]" if pos is not None else "records") from exc
 
 
 def _lookup_upsert(nt: NodeType) -> bool:

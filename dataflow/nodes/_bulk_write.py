@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import DatabaseError
 
-__all__ = ["ChunkWriter", "Counts"]
+__all__ = ["ChunkWriter", "Counts", "named_error"]
 
 Counts = tuple[int, ...]
 _SP = "dataflow_bulk"
@@ -67,7 +67,7 @@ class ChunkWriter:
                 sp(self.conn, f"ROLLBACK TO SAVEPOINT {_SP}")
                 sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
                 pos, exc, mapped = self._first_bad(rows, exc, mapped)
-            raise _named(mapped, f"records[{indexes[pos]}]") from exc
+            raise named_error(mapped, f"records[{indexes[pos]}]") from exc
         sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
         return counts
 
@@ -79,7 +79,7 @@ class ChunkWriter:
             pos = self.dialect.bulk_error_row(exc)
             where = (f"records[{indexes[pos]}]" if pos is not None and 0 <= pos < len(rows)
                      else f"records[{indexes[0]}..{indexes[-1]}]")
-            raise _named(mapped, where) from exc
+            raise named_error(mapped, where) from exc
 
     def _first_bad(self, rows: Sequence[Any], exc: Exception,
                    mapped: DatabaseError) -> tuple[int, Exception, DatabaseError]:
@@ -174,7 +174,8 @@ class ChunkWriter:
         return mapped
 
 
-def _named(mapped: DatabaseError, where: str) -> DatabaseError:
+def named_error(mapped: DatabaseError, where: str) -> DatabaseError:
+    """``mapped`` again, its message prefixed with ``where`` (``records[12]``)."""
     return type(mapped)(f"{where}: {mapped}", sqlstate=mapped.sqlstate, dialect=mapped.dialect)
 
 

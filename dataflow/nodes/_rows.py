@@ -147,38 +147,51 @@ def row_builder(table: CompiledModel) -> RowBuilder:
 def _compile(table: CompiledModel) -> tuple[Callable[..., Any], tuple[str, ...]]:
     """Generate ``fast(records, now, tenant) -> (rows, slow positions, fields missing somewhere)``.
 
-    A record the fast path is not sure about gets ``None`` in ``rows`` and its
-    position in ``slow``.
+    Two lanes: a record that has every field (the common case) is read with
+    plain subscripts and one combined type check; one that leaves defaulted
+    fields out goes field by field. A record the fast path is not sure about
+    gets ``None`` in ``rows`` and its position in ``slow``.
     """
     model = table.model
     env: dict[str, Any] = {"_M": _MISSING, "Decimal": Decimal, "datetime": datetime, "date": date}
-    var = {name: f"v{i}" for i, name in enumerate(model.settable)}
-    required = [n for n in model.settable if not model.fields[n].has_default]
-    optional = [n for n in model.settable if model.fields[n].has_default]
-    body: list[str] = []
-    for name in model.settable:
+    names = model.settable
+    var = {name: f"v{i}" for i, name in enumerate(names)}
+    optional = [n for n in names if model.fields[n].has_default]
+    fail = "slow_append(pos); append(None); continue"
+
+    def check(name: str) -> str:
+        spec = model.fields[name]
+        test = _EXACT[spec.type].format(v=var[name])
+        return f"({var[name]} is None or {test})" if spec.nullable else test
+
+    full = [  # lane 1: every field given
+        f"        if len(r) == {len(names)}:",
+        "            try:",
+        *[f"                {var[n]} = r[{n!r}]" for n in names],
+        "            except KeyError:",
+        f"                {fail}",
+        f"            if not ({' and '.join(check(n) for n in names) or 'True'}):",
+        f"                {fail}",
+        "        else:",
+        "            get = r.get",
+        "            absent = 0",
+    ]
+    for name in names:  # lane 2: field by field, defaults for what is left out
         spec = model.fields[name]
         v = var[name]
-        check = _EXACT[spec.type].format(v=v)
-        body.append(f"        {v} = get({name!r}, _M)")
-        if name in required:
-            body.append(f"        if not {check}:")
-            body.append("            slow_append(pos); append(None); continue")
+        full.append(f"            {v} = get({name!r}, _M)")
+        if name not in optional:
+            full += [f"            if not {check(name)}:", f"                {fail}"]
             continue
-        body.append(f"        if {v} is _M:")
-        body.append(f"            m_{v} = True")
+        full += [f"            if {v} is _M:", f"                m_{v} = True", "                absent += 1"]
         if isinstance(spec.default, (dict, list)):
             env[f"D_{v}"] = spec.make_default
-            body.append(f"            {v} = D_{v}()")
+            full.append(f"                {v} = D_{v}()")
         else:
             env[f"D_{v}"] = spec.default
-            body.append(f"            {v} = D_{v}")
-        body.append("            absent += 1")
-        cond = f"{v} is not None and not {check}" if spec.nullable else f"not {check}"
-        body.append(f"        elif {cond}:")
-        body.append("            slow_append(pos); append(None); continue")
-    body.append(f"        if len(r) + absent != {len(model.settable)}:")
-    body.append("            slow_append(pos); append(None); continue  # an unknown key")
+            full.append(f"                {v} = D_{v}")
+        full += [f"            elif not {check(name)}:", f"                {fail}"]
+    full += [f"            if len(r) + absent != {len(names)}:  # an unknown key", f"                {fail}"]
     parts = []
     for col in table.insert_columns:
         if col in var:
@@ -200,7 +213,6 @@ def _compile(table: CompiledModel) -> tuple[Callable[..., Any], tuple[str, ...]]
             parts.append("tenant")
         else:  # pragma: no cover - a managed column this builder does not know
             raise AssertionError(f"no fast-path value for column {col!r}")
-    body.append(f"        append(({', '.join(parts)},))")
     flags = [f"m_{var[n]}" for n in optional]
     src = [
         "def fast(records, now, tenant):",
@@ -209,14 +221,11 @@ def _compile(table: CompiledModel) -> tuple[Callable[..., Any], tuple[str, ...]]
         "    slow = []",
         "    slow_append = slow.append",
         *[f"    {f} = False" for f in flags],
-        "    pos = -1",
-        "    for r in records:",
-        "        pos += 1",
+        "    for pos, r in enumerate(records):",
         "        if type(r) is not dict:",
-        "            slow_append(pos); append(None); continue",
-        "        get = r.get",
-        "        absent = 0",
-        *body,
+        f"            {fail}",
+        *full,
+        f"        append(({', '.join(parts)},))",
         "    missing = set()",
         *[f"    if {f}: missing.add({n!r})" for f, n in zip(flags, optional)],
         "    return rows, slow, missing",
