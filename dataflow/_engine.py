@@ -72,11 +72,12 @@ class DataFlow:
     ``restart_period`` seconds before the pool gives up (``EngineError``).
 
     Bulk nodes (``docs/bulk.md``): ``bulk_optimization_mode`` is ``"balanced"``
-    (the default: chunks of the backend's default size, each written under a
-    savepoint so a refused record is found and named, or isolated under
-    ``error_strategy="continue"``) or ``"speed"`` (chunks four times larger,
-    no savepoint per chunk under ``fail_fast``, and ``continue`` rejects a
-    refused chunk whole instead of isolating its records).
+    (the default: each chunk is written under a savepoint, so a record the
+    database refuses is found and named, or isolated under
+    ``error_strategy="continue"``) or ``"speed"`` (no savepoint per chunk
+    under ``fail_fast``, whose error then names the record only where the
+    driver says which, else the chunk; ``continue`` rolls a refused chunk
+    back whole and reports each of its records instead of searching).
     """
 
     def __init__(

@@ -47,8 +47,6 @@ __all__ = [
 BULK_MODES = ("balanced", "speed")
 #: chunks validated and not yet written, at most (the chunker's K)
 MAX_IN_FLIGHT = 2
-#: how much larger the default chunks are in "speed" mode
-SPEED_CHUNK_FACTOR = 4
 _STRATEGIES = ("fail_fast", "continue")
 _CONFLICTS = ("error", "skip", "update")
 
@@ -119,7 +117,8 @@ class _Job:
         assert table is not None
         self.dialect = table.dialect
         self.speed = getattr(nt.db, "bulk_optimization_mode", "balanced") == "speed"
-        self.chunk_size = chunk_size or self.dialect.bulk_chunk_size * (SPEED_CHUNK_FACTOR if self.speed else 1)
+        # Larger chunks in "speed" mode were measured not to pay (docs/adr/0005-bulk.md).
+        self.chunk_size = chunk_size or self.dialect.bulk_chunk_size
         # A thread pays only where the server works while the client waits; "auto"
         # keeps a job that fits in one chunk on this thread.
         self.threaded: bool | Literal["auto"] = "auto" if self.dialect.bulk_overlap else False

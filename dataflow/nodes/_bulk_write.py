@@ -6,8 +6,12 @@
   under savepoints, keeping the halves that go through, down to the one row
   that fails after all those before it. The workflow then rolls back.
 - ``continue``: the chunk is written under a savepoint; if refused, it is
-  rolled back to the savepoint and split (at the row the driver names, or in
-  halves) until every row either landed or is reported in ``errors``.
+  rolled back to the savepoint and split until every row either landed or is
+  reported in ``errors``: at the row the driver names (that row failed, the
+  rows before it are written again, the rest is retried in halves), else into
+  :data:`SPLIT` pieces. Eight pieces rather than halves: with 1% of 100,000
+  records refused, MariaDB took 9 s instead of 21 s, and a lone bad record
+  costs no more (docs/adr/0005-bulk.md).
 
 ``bulk_optimization_mode="speed"`` trades the per-record search for speed:
 no savepoint per chunk under ``fail_fast`` (the error names the record when
@@ -29,6 +33,8 @@ __all__ = ["ChunkWriter", "Counts", "named_error"]
 
 Counts = tuple[int, ...]
 _SP = "dataflow_bulk"
+#: a refused part whose bad row the driver does not name is retried in this many pieces
+SPLIT = 8
 
 
 class ChunkWriter:
@@ -126,15 +132,19 @@ class ChunkWriter:
             if len(rows) == 1:
                 return self.zero, [{"index": indexes[0], "error": str(mapped)}]
             pos = self.dialect.bulk_error_row(exc)
-            if pos is not None and 0 <= pos < len(rows):
-                # Every row before ``pos`` went through, ``pos`` did not: try ``pos`` alone
-                # (its error), then the rest.
-                parts = [(rows[:pos], indexes[:pos]), (rows[pos:pos + 1], indexes[pos:pos + 1]),
-                         (rows[pos + 1:], indexes[pos + 1:])]
-            else:
-                mid = len(rows) // 2
-                parts = [(rows[:mid], indexes[:mid]), (rows[mid:], indexes[mid:])]
             total, errors = self.zero, []
+            if pos is not None and 0 <= pos < len(rows):
+                # The driver says row ``pos`` broke it, after every row before it went
+                # through: that row failed with this error; write the rows before it
+                # again, then the rest in halves (with many bad rows, halving keeps the
+                # rework near n·log n rather than n²).
+                errors.append({"index": indexes[pos], "error": str(mapped)})
+                mid = pos + 1 + (len(rows) - pos - 1) // 2
+                parts = [(rows[:pos], indexes[:pos]), (rows[pos + 1:mid], indexes[pos + 1:mid]),
+                         (rows[mid:], indexes[mid:])]
+            else:
+                step = -(-len(rows) // SPLIT)
+                parts = [(rows[i:i + step], indexes[i:i + step]) for i in range(0, len(rows), step)]
             for part, part_indexes in parts:
                 if len(part):
                     counts, bad = self._isolating(part, part_indexes)
