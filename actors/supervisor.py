@@ -188,6 +188,9 @@ class Supervisor:
         self._failure: BaseException | None = None
         self._backoff = Backoff()
         self._timers: set[threading.Timer] = set()
+        #: actors told to close whose stop is not confirmed yet
+        self._retiring: set[pykka.ActorRef[Any]] = set()
+        self._retiring_lock = threading.Lock()
         self._starting = False
         self._first_error: BaseException | None = None
 
@@ -237,6 +240,10 @@ class Supervisor:
             self._stop_actor(slot, timeout)
         for timer in timers:
             timer.join(timeout)
+        with self._retiring_lock:
+            retiring, self._retiring = self._retiring, set()
+        for actor in retiring:
+            actor.actor_stopped.wait(timeout)
 
     @property
     def state(self) -> str:
@@ -637,3 +644,10 @@ class Supervisor:
                 actor.stop(block=True, timeout=timeout)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
+            return
+        # Closing on its own thread: stop() waits for it, so that no
+        # connection outlives the supervisor. (May run under self._lock.)
+        with self._retiring_lock:
+            if len(self._retiring) > 32:
+                self._retiring = {a for a in self._retiring if not a.actor_stopped.is_set()}
+            self._retiring.add(actor)

@@ -229,3 +229,19 @@ class TestReplacement:
         sup.stop(timeout=2.0)
         assert not timer_threads()
         assert driver.connects == 2  # the original, and the one failed replacement
+
+
+def test_stop_waits_for_connections_being_retired(supervisor: SupervisorFactory, driver: FakeDriver) -> None:
+    """When stop() returns, connections retired a moment before are closed and their actors gone."""
+    import pykka
+
+    from actors.connection import ConnectionActor
+
+    sup = supervisor(min_size=2, max_size=2, check_idle=0.0)
+    for conn in list(driver.connections):
+        driver.kill(conn)
+    with sup.checkout(timeout=2.0):
+        pass
+    sup.stop(timeout=2.0)
+    assert driver.open_count == 0
+    assert not pykka.ActorRegistry.get_by_class(ConnectionActor)
