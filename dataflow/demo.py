@@ -5,9 +5,35 @@ Run it with ``dataflow-demo`` or ``python -m dataflow.demo``.
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from collections.abc import Callable
+from typing import Any, Optional, TextIO
 
-from . import DataFlow, LocalRuntime, WorkflowBuilder, WorkflowFailed
+from . import BulkProgress, DataFlow, LocalRuntime, WorkflowBuilder, WorkflowFailed
+
+
+def progress_bar(label: str, stream: TextIO | None = None, width: int = 30) -> Callable[[BulkProgress], Any] | None:
+    """An ``on_progress`` callback drawing a one-line bar on ``stream`` (stderr), or None off a terminal.
+
+    Hand-rolled: a line rewritten with a carriage return needs no library.
+    Off a TTY (a pipe, a log file, CI) there is no bar at all.
+    """
+    out = sys.stderr if stream is None else stream
+    if not out.isatty():
+        return None
+
+    def show(event: BulkProgress) -> None:
+        if event.total:
+            filled = int(width * event.done / event.total)
+            bar = f"[{'#' * filled}{'.' * (width - filled)}] {event.done:,}/{event.total:,}"
+        else:
+            bar = f"{event.done:,} records"
+        out.write(f"\r{label} {bar}  {event.rate:,.0f}/s")
+        if event.finished:
+            out.write("\n")
+        out.flush()
+
+    return show
 
 
 def main() -> None:
@@ -32,9 +58,10 @@ def main() -> None:
         pen = results["read"]
         print(f"run {run_id}: created {pen['name']!r} (id {pen['id']}), restocked to {pen['stock']}")
 
-        records = ({"name": f"Item {i}", "price": 0.5 + i % 20, "category": f"c{i % 5}"} for i in range(10_000))
+        records = [{"name": f"Item {i}", "price": 0.5 + i % 20, "category": f"c{i % 5}"} for i in range(10_000)]
         wf = WorkflowBuilder()
-        wf.add_node("ProductBulkCreateNode", "import", {"records": records, "chunk_size": 2_000})
+        wf.add_node("ProductBulkCreateNode", "import", {"records": records, "chunk_size": 2_000,
+                                                         "on_progress": progress_bar("importing")})
         wf.add_node("ProductBulkUpdateNode", "reprice", {"filter": {"category": "c3"}, "fields": {"price": 9.99}})
         wf.add_node("ProductListNode", "cheapest", {"filter": {"price": {"$lt": 1}}, "order_by": ["name"], "limit": 3})
         wf.add_node("ProductListNode", "total", {"count_only": True})

@@ -28,7 +28,9 @@ class MySQLBulk(BulkPaths):
     """The MySQL overrides of :class:`~dataflow.dialects._bulk.BulkPaths`."""
 
     bulk_chunk_size = 5000
-    bulk_overlap = True
+    # PyMySQL builds each statement in Python on the writing thread; validating the
+    # next chunk on another thread measured no gain (docs/adr/0005-bulk.md).
+    bulk_overlap = False
     upsert_targets_key = False
 
     def bulk_upsert(self, conn: Any, table: CompiledModel, rows: Rows, key: Sequence[str],
