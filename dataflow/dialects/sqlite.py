@@ -60,6 +60,9 @@ _BIND: dict[type, Converter] = {
     list: json.dumps,
 }
 _RESULT: dict[type, Converter] = {
+    # A REAL with no fraction is stored as an integer, and UPDATE … RETURNING
+    # hands it back before REAL affinity turns it into a float again.
+    float: float,
     bool: bool,
     datetime: text_to_datetime,
     date: date.fromisoformat,

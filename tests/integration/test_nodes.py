@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dataflow import DataFlow, NotFoundError, WorkflowFailed
+from dataflow import DataFlow, LocalRuntime, NotFoundError, WorkflowBuilder, WorkflowFailed
 from tests.integration.conftest import seed_products as _seed
 from tests.integration.helpers import count, list_records, run_node
 
@@ -162,3 +162,19 @@ def test_list_count_only(products: DataFlow) -> None:
     out = run_node(products, "ProductListNode", {"filter": {"stock": {"$gt": 4}}, "count_only": True})
     assert out["count"] == sum(1 for r in rows if r["stock"] > 4)
     assert not out.get("records")
+
+
+def test_update_record_keeps_declared_float_type(db: DataFlow) -> None:
+    """An Update's returned record gives a float field back as a float even when its value is integral."""
+
+    @db.model
+    class Gauge:
+        reading: float
+
+    wf = WorkflowBuilder()
+    wf.add_node("GaugeCreateNode", "c", {"reading": 1.5})
+    wf.add_node("GaugeUpdateNode", "u", {"fields": {"reading": 2.0}})
+    wf.add_connection("c", "id", "u", "filter.id")
+    results, _ = LocalRuntime().execute(wf.build())
+    value = results["u"]["record"]["reading"]
+    assert type(value) is float and value == 2.0
