@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from dataflow import ConnectionLostError, DataFlow, WorkflowBuilder, WorkflowFailed
+from dataflow import (
+    AsyncLocalRuntime,
+    ConnectionLostError,
+    DataFlow,
+    WorkflowBuilder,
+    WorkflowFailed,
+)
 
 from .conftest import servers_only
 from .helpers import create, names, pool_back_to_size, run
@@ -41,15 +48,31 @@ def test_idle_connection_killed_never_reaches_a_workflow(open_db: OpenDB, shape:
     assert backend_id(db, idle_backend(db)) != backend_id(db, victim)
 
 
+def run_async(wf: WorkflowBuilder) -> dict[str, Any]:
+    """Run ``wf`` with AsyncLocalRuntime in a fresh event loop."""
+    return asyncio.run(AsyncLocalRuntime().execute_async(wf.build()))[0]
+
+
 @servers_only
-def test_connection_dead_on_begin_is_swapped_before_any_work(open_db: OpenDB) -> None:
+@pytest.mark.parametrize("runner", [run, run_async], ids=["sync", "asyncio"])
+def test_connection_dead_on_begin_is_swapped_before_any_work(open_db: OpenDB, runner: Any) -> None:
     """With the idle check off, a dead connection fails BEGIN; the run moves to a fresh one, no retry spent."""
     db = open_db(pool_size=2, auto_retry_attempts=0)
     db.supervisor.policy = dataclasses.replace(db.supervisor.policy, check_idle=None)
     kill_backend(db, idle_backend(db))
-    results = run(create_then_read(db, "moved"))
+    results = runner(create_then_read(db, "moved"))
     assert results["read"]["name"] == "moved"
     assert names(db) == ["moved"]
+    pool_back_to_size(db, 1)
+
+
+@servers_only
+def test_idle_kill_never_reaches_an_asyncio_workflow(open_db: OpenDB) -> None:
+    """The asyncio path checks idle connections too: a lone statement after an idle kill succeeds."""
+    db = open_db(pool_size=2, auto_retry_attempts=0)
+    kill_backend(db, idle_backend(db))
+    assert run_async(create(db, "async"))["create"]["name"] == "async"
+    assert names(db) == ["async"]
     pool_back_to_size(db, 1)
 
 
