@@ -186,6 +186,7 @@ class Supervisor:
         self._next_id = 0
         self._state = "new"
         self._failure: BaseException | None = None
+        self._failed_at = 0.0
         self._backoff = Backoff()
         self._timers: set[threading.Timer] = set()
         #: actors told to close whose stop is not confirmed yet
@@ -366,6 +367,7 @@ class Supervisor:
         waiter = _Waiter(callback)
         while True:
             with self._lock:
+                self._maybe_recover_locked()
                 if self._state != "running":
                     waiter.deliver(None, self._not_running_error_locked())
                     return lambda: False
@@ -596,6 +598,7 @@ class Supervisor:
         # No more restarts: fail every waiter, close every idle connection
         # (leased ones close on release), and stop the backoff timers.
         self._state = "failed"
+        self._failed_at = time.monotonic()
         self._failure = exc
         error = self._not_running_error_locked()
         waiters, self._waiters = list(self._waiters), deque()
@@ -615,7 +618,17 @@ class Supervisor:
             timer.cancel()
         return [t for t in timers if t is not threading.current_thread()]
 
+    def _maybe_recover_locked(self) -> None:
+        # Half-open, like a circuit breaker: a pool that failed refuses every
+        # call at once for restart_period, then lets the next call try again
+        # with a fresh restart budget, so a service outlives a database outage.
+        if self._state == "failed" and time.monotonic() - self._failed_at >= self.policy.restart_period:
+            self._state = "running"
+            self._restart_times.clear()
+            self._backoff = Backoff()
+
     def _check_running_locked(self) -> None:
+        self._maybe_recover_locked()
         if self._state != "running":
             raise self._not_running_error_locked()
 

@@ -406,6 +406,22 @@ class TestSupervision:
         assert sup.stats().restarts == 4
         held.release()
 
+    def test_failed_pool_tries_again_after_the_restart_period(
+        self, supervisor: SupervisorFactory, driver: FakeDriver
+    ) -> None:
+        """A failed pool refuses calls at once, then after restart_period the next call reconnects and succeeds."""
+        sup = supervisor(min_size=1, max_size=1, max_restarts=1, restart_period=0.3)
+        driver.fail_connect = 1000
+        sup.crash_one()
+        wait_until(lambda: sup.state == "failed")
+        with pytest.raises(SupervisorFailed):
+            sup.checkout(timeout=0.1)
+        driver.fail_connect = 0
+        time.sleep(0.35)
+        lease = sup.checkout(timeout=2.0)
+        assert sup.state == "running"
+        lease.release()
+
     def test_start_raises_the_drivers_error(
         self, supervisor: SupervisorFactory, driver: FakeDriver
     ) -> None:
