@@ -22,7 +22,7 @@ from actors import PoolPolicy, TxState
 from .. import errors
 from .._models import FieldSpec, ModelSpec
 from ._url import DatabaseURL
-from .base import Converter, Dialect, datetime_to_text, decimal_canonical, text_to_datetime
+from .base import Converter, Dialect, datetime_to_text, decimal_canonical
 
 __all__ = ["SQLiteDialect"]
 
@@ -64,7 +64,7 @@ _RESULT: dict[type, Converter] = {
     # hands it back before REAL affinity turns it into a float again.
     float: float,
     bool: bool,
-    datetime: text_to_datetime,
+    datetime: datetime.fromisoformat,  # a TEXT column: always a str here
     date: date.fromisoformat,
     Decimal: decimal_canonical,
     dict: json.loads,
