@@ -5,7 +5,7 @@
 workflow's transaction; a backend overrides the ones it has a faster honest
 path for (PostgreSQL: COPY; MySQL: multi-row statements and a staging
 table). Every method returns what the database reported, never a count
-assumed from the input. See ``docs/adr/0005-bulk.md``.
+assumed from the input. See ``docs/adr/0008-bulk.md``.
 
 The defaults are the SQLite paths: ``executemany`` of one prepared
 statement. SQLite runs in-process, so a statement per row costs no round trip.
@@ -15,14 +15,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from ..sql import CompiledModel
 
-__all__ = ["BulkPaths", "InsertStream"]
+__all__ = ["BulkPaths", "InsertStream", "UpsertStream"]
 
 Rows = Sequence[Sequence[Any]]
+
+
+class UpsertStream(Protocol):
+    """Rows on their way to one upsert (see :meth:`BulkPaths.bulk_upsert_stream`)."""
+
+    #: rows the merge inserted, and rows it updated, once the stream is closed
+    inserted: int
+    updated: int
+
+    def send(self, rows: Rows) -> None:
+        """Stage ``rows``."""
 
 
 class InsertStream(Protocol):
@@ -47,7 +59,8 @@ class BulkPaths:
     #: unique key updates (MySQL's ON DUPLICATE KEY UPDATE), so :meth:`bulk_upsert`
     #: is only right for models with a single unique key a record can give
     upsert_targets_key: ClassVar[bool] = True
-    #: :meth:`bulk_insert_stream` exists: one INSERT stream can span every chunk of a job
+    #: :meth:`bulk_insert_stream` and :meth:`bulk_upsert_stream` exist: one statement
+    #: (and one merge) can span every chunk of a job
     bulk_streams: ClassVar[bool] = False
 
     if TYPE_CHECKING:  # provided by Dialect
@@ -87,8 +100,8 @@ class BulkPaths:
         caller's transaction holds SQLite's write lock from its BEGIN IMMEDIATE.
         """
         cols = table.insert_columns
-        key_pos = [cols.index(c) for c in key]
-        keys = [tuple(row[p] for p in key_pos) for row in rows]
+        get = itemgetter(*[cols.index(c) for c in key])
+        keys = [(get(row),) for row in rows] if len(key) == 1 else [get(row) for row in rows]
         existing = self.stored_keys(conn, table, key, keys)
         self.executemany(conn, self.upsert_sql(table.model, cols, key, update), rows)
         updated = sum(1 for k in keys if k in existing)
@@ -116,8 +129,23 @@ class BulkPaths:
         """
         raise NotImplementedError(f"{type(self).__name__} has no insert stream")
 
+    def bulk_upsert_stream(self, conn: Any, table: CompiledModel, key: Sequence[str], update: Sequence[str], *,
+                           locate: bool) -> AbstractContextManager[UpsertStream]:
+        """Rows sent chunk by chunk into a staging table, merged by one upsert when the context ends.
+
+        As :meth:`bulk_upsert` (an empty ``update`` skips clashing rows, as
+        :meth:`bulk_insert_ignore`), except that rows may repeat a key: the
+        last one of a key wins and each repeat counts as an update. With
+        ``locate``, a merge the database refuses is searched for the first
+        row at fault, which :meth:`bulk_error_row` then gives.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no upsert stream")
+
     def bulk_error_row(self, exc: BaseException) -> int | None:
-        """For an error raised by one of the paths above: the position of the row at fault, if the driver says."""
+        """For an error raised by one of the paths above: the position of the row at fault, if the driver says.
+
+        For a stream, the position counts from the stream's first row.
+        """
         return None
 
     # -- helpers

@@ -29,7 +29,7 @@ class MySQLBulk(BulkPaths):
 
     bulk_chunk_size = 5000
     # PyMySQL builds each statement in Python on the writing thread; validating the
-    # next chunk on another thread measured no gain (docs/adr/0005-bulk.md).
+    # next chunk on another thread measured no gain (docs/adr/0008-bulk.md).
     bulk_overlap = False
     upsert_targets_key = False
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ._bulk import BulkPaths, InsertStream, Rows
+from ._bulk import BulkPaths, InsertStream, Rows, UpsertStream
 
 if TYPE_CHECKING:
     from ..sql import CompiledModel
@@ -37,11 +37,11 @@ _COPY_LINE = re.compile(r"^COPY [^,]+, line (\d+)")
 
 
 class CopyRowError(psycopg.DataError):
-    """A row psycopg could not write into a COPY (out of range, wrong type); ``row`` is its position."""
+    """A row psycopg could not write into a COPY (out of range, wrong type); ``dataflow_row`` is its position."""
 
     def __init__(self, message: str, row: int) -> None:
         super().__init__(message)
-        self.row = row
+        self.dataflow_row = row
 
 
 class PostgresBulk(BulkPaths):
@@ -99,9 +99,38 @@ class PostgresBulk(BulkPaths):
             yield stream
         stream.count = int(cur.rowcount)
 
+    @contextmanager
+    def bulk_upsert_stream(self, conn: Any, table: CompiledModel, key: Sequence[str], update: Sequence[str], *,
+                           locate: bool) -> Iterator[UpsertStream]:
+        """One COPY into a staging table for every chunk, then one INSERT … SELECT … ON CONFLICT.
+
+        The staging table numbers its rows (``dataflow_seq``): a key staged
+        twice is merged from its last row (``DISTINCT ON``), and a refused
+        merge is bisected by row number on the server, without sending
+        anything again.
+        """
+        columns = table.insert_columns
+        q = table.q
+        digest = hashlib.sha1(f"{table.table}(seq,{','.join(columns)})".encode()).hexdigest()[:20]
+        stage = f"dataflow_stage_{digest}"
+        cols = ", ".join(q(c) for c in columns)
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+                     f" SELECT 0::bigint AS dataflow_seq, {cols} FROM {table.table} WITH NO DATA")
+        conn.execute(f"TRUNCATE {stage}")
+        types = [_BINARY.get(table.model.fields[c].type) for c in columns]
+        binary = all(types)
+        cur = conn.cursor()
+        with cur.copy(f"COPY {stage} (dataflow_seq, {cols}) FROM STDIN{' (FORMAT BINARY)' if binary else ''}") as copy:
+            if binary:
+                copy.set_types(["int8", *types])
+            stream = _StageStream(copy)
+            yield stream
+        stream.inserted, stream.updated = _Merge(self, conn, table, stage, key, update).run(stream.sent, locate)
+
     def bulk_error_row(self, exc: BaseException) -> int | None:
-        if isinstance(exc, CopyRowError):
-            return exc.row
+        row = getattr(exc, "dataflow_row", None)
+        if isinstance(row, int):
+            return row
         if isinstance(exc, psycopg.Error):
             match = _COPY_LINE.match(exc.diag.context or "")
             if match:
@@ -206,3 +235,110 @@ class _CopyStream:
             pos = self.sent + next((i for i, r in enumerate(rows) if r is row), -1)
             raise CopyRowError(f"row {pos + 1} of the COPY: {type(exc).__name__}: {exc}", pos) from exc
         self.sent += len(rows)
+
+
+class _StageStream:
+    """Rows numbered from 0 into an open COPY of a staging table."""
+
+    __slots__ = ("copy", "inserted", "sent", "updated")
+
+    def __init__(self, copy: Any) -> None:
+        self.copy = copy
+        self.sent = 0
+        self.inserted = self.updated = 0
+
+    def send(self, rows: Rows) -> None:
+        write = self.copy.write_row
+        seq = self.sent
+        try:
+            for row in rows:
+                write((seq, *row))
+                seq += 1
+        except psycopg.Error:
+            raise
+        except Exception as exc:  # raised by a dumper: name the row; the COPY is aborted
+            raise CopyRowError(f"row {seq + 1} of the COPY: {type(exc).__name__}: {exc}", seq) from exc
+        self.sent = seq
+
+
+class _Merge:
+    """The one upsert from a staging table into its target, and the search for a row it refuses."""
+
+    def __init__(self, dialect: Any, conn: Any, table: CompiledModel, stage: str, key: Sequence[str],
+                 update: Sequence[str]) -> None:
+        q = table.q
+        self.dialect = dialect
+        self.conn = conn
+        self.stage = stage
+        cols = ", ".join(q(c) for c in table.insert_columns)
+        keys = ", ".join(q(c) for c in key)
+        self.select = f"SELECT {cols} FROM {stage}"
+        # A key staged twice: its last row wins. Without a key (skip on any clash) every row goes in order.
+        self.distinct = f"SELECT DISTINCT ON ({keys}) {cols} FROM {stage}" if key else self.select
+        self.order = f" ORDER BY {keys}, dataflow_seq DESC" if key else " ORDER BY dataflow_seq"
+        self.insert = f"INSERT INTO {table.table} ({cols}) "
+        if update:
+            sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in update)
+            self.conflict = f" ON CONFLICT ({keys}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS fresh"
+        else:
+            self.conflict = " ON CONFLICT DO NOTHING"
+        self.update = bool(update)
+
+    def _gone(self, exc: BaseException) -> bool:
+        """A lost connection or a transient error: about the transaction, nothing to search for."""
+        return bool(self.dialect.is_disconnect(exc) or self.dialect.is_transient(exc))
+
+    def run(self, sent: int, locate: bool) -> tuple[int, int]:
+        """Merge every staged row; ``(inserted, updated)``, repeats of a key counted as updates."""
+        conn = self.conn
+        conn.execute("SAVEPOINT dataflow_merge")
+        try:
+            try:
+                inserted, updated = self._merge(self.select)
+            except psycopg.errors.CardinalityViolation:  # a key staged twice: its last row wins
+                conn.execute("ROLLBACK TO SAVEPOINT dataflow_merge")
+                inserted, updated = self._merge(self.distinct, self.order)
+        except psycopg.Error as exc:
+            if not locate or self._gone(exc):
+                raise
+            conn.execute("ROLLBACK TO SAVEPOINT dataflow_merge")
+            exc.dataflow_row = self._first_bad(sent)  # type: ignore[attr-defined]
+            raise
+        conn.execute("RELEASE SAVEPOINT dataflow_merge")
+        if self.update:
+            updated += sent - inserted - updated  # the repeats DISTINCT ON merged away
+        return inserted, updated
+
+    def _merge(self, select: str, tail: str = "", where: str = "", params: Sequence[Any] = ()) -> tuple[int, int]:
+        sql = self.insert + select + where + tail + self.conflict
+        if not self.update:
+            return int(self.conn.execute(sql, params or None).rowcount), 0
+        row = self.conn.execute(f"WITH up AS ({sql}) SELECT count(*) FILTER (WHERE fresh),"
+                                " count(*) FILTER (WHERE NOT fresh) FROM up", params or None).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _first_bad(self, sent: int) -> int | None:
+        """The first staged row the merge refuses after every row before it is merged (and kept)."""
+        lo, hi = 0, sent  # rows [0, lo) are merged; the failure is in [lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._try(lo, mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo if hi - lo == 1 and not self._try(lo, hi) else None
+
+    def _try(self, lo: int, hi: int) -> bool:
+        conn = self.conn
+        conn.execute("SAVEPOINT dataflow_search")
+        try:
+            self._merge(self.distinct, self.order, " WHERE dataflow_seq >= %s AND dataflow_seq < %s", (lo, hi))
+        except psycopg.Error as exc:
+            if self._gone(exc):
+                raise
+            conn.execute("ROLLBACK TO SAVEPOINT dataflow_search")
+            conn.execute("RELEASE SAVEPOINT dataflow_search")
+            return False
+        conn.execute("RELEASE SAVEPOINT dataflow_search")
+        return True
+

@@ -21,6 +21,7 @@ from actors import PoolPolicy, TxState
 
 from .. import errors
 from .._models import FieldSpec, ModelSpec
+from ._bulk_sqlite import SQLiteBulk
 from ._url import DatabaseURL
 from .base import Converter, Dialect, datetime_to_text, decimal_canonical
 
@@ -72,7 +73,7 @@ _RESULT: dict[type, Converter] = {
 }
 
 
-class SQLiteDialect(Dialect):
+class SQLiteDialect(SQLiteBulk, Dialect):
     """SQLite 3.35+ (for RETURNING)."""
 
     name = "sqlite"

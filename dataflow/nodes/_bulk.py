@@ -10,19 +10,19 @@ chunker's own thread while the connection writes the previous one. Each
 chunk is written by the dialect's fastest path for the job (``bulk_insert``,
 ``bulk_insert_ignore``, ``bulk_upsert``, ``bulk_update``; COPY on
 PostgreSQL), and ``_bulk_write.py`` deals with rows the database refuses.
-Counts come from the database. See ``docs/bulk.md`` and ``docs/adr/0005-bulk.md``.
+Counts come from the database. See ``docs/bulk.md`` and ``docs/adr/0008-bulk.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, NamedTuple
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Self
 
 from actors.chunker import BulkChunker
 
-from ..dialects._bulk import InsertStream
 from ..errors import DatabaseError
 from ..sql import FilterError
 from ._bulk_write import ChunkWriter, Counts, named_error
@@ -101,7 +101,7 @@ class _Clock:
         self.last: datetime | None = None
 
     def __call__(self) -> datetime:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if self.last is not None and now <= self.last:
             now = self.last + timedelta(microseconds=1)
         self.last = now
@@ -117,7 +117,7 @@ class _Job:
         assert table is not None
         self.dialect = table.dialect
         self.speed = getattr(nt.db, "bulk_optimization_mode", "balanced") == "speed"
-        # Larger chunks in "speed" mode were measured not to pay (docs/adr/0005-bulk.md).
+        # Larger chunks in "speed" mode were measured not to pay (docs/adr/0008-bulk.md).
         self.chunk_size = chunk_size or self.dialect.bulk_chunk_size
         # A thread pays only where the server works while the client waits; "auto"
         # keeps a job that fits in one chunk on this thread.
@@ -214,22 +214,19 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
         # Runs on the chunker's thread (or this one): validation only, never the connection.
         return builder.prepare(ctx, records, start, clock(), tenant, collect=collect)
 
-    # fail_fast plain inserts on a backend with an insert stream: one statement for the
-    # whole job once it has more than one chunk, so the server never waits between chunks.
-    streams = args.strategy == "fail_fast" and args.conflict == "error" and job.dialect.bulk_streams
+    # fail_fast on a backend with streams: once a job has more than one chunk, one
+    # statement (or one staging COPY and one merge) for all of it, so the server
+    # never waits between chunks.
+    opener, counted = _create_stream(nt, rc, args, job)
     totals: Counts = (0, 0, 0)
     failed = 0
     errors: list[dict[str, Any]] = []
-    with job.chunks(prepare) as chunks, ExitStack() as stack:
-        stream: InsertStream | None = None
+    with job.chunks(prepare) as chunks, _Streams(job.dialect) as streams:
         for chunk in chunks:
             p: Prepared = chunk.prepared
             bad = p.errors
-            if stream is None and streams and len(chunk.items) == job.chunk_size:  # more may follow
-                stack.enter_context(_stream_errors(job.dialect))
-                stream = stack.enter_context(job.dialect.bulk_insert_stream(rc.conn, table))
-            if stream is not None:
-                stream.send(p.rows)
+            if opener is not None and (streams.open or len(chunk.items) == job.chunk_size):
+                streams.send(None, opener, p.rows, chunk.start)
             elif p.rows:
                 counts, refused = writer(p.rows, p.indexes)
                 totals = (totals[0] + counts[0], totals[1] + counts[1], totals[2] + counts[2])
@@ -239,17 +236,94 @@ def run_bulk_create(nt: NodeType, rc: RunContext, args: BulkCreateArgs) -> dict[
             chunks.ack(chunk)
             job.progress.chunk(len(chunk.items), len(bad))
         n_chunks = chunks.statistics().chunks_produced
-    if stream is not None:
-        totals = (stream.count, 0, 0)
+    for stream, sent in streams.closed:
+        assert counted is not None
+        totals = tuple(a + b for a, b in zip(totals, counted(stream, sent)))
     errors.sort(key=lambda e: e["index"])
     job.progress.finish()
     return {"inserted": totals[0], "updated": totals[1], "skipped": totals[2], "failed": failed, "errors": errors,
             "chunks": n_chunks}
 
 
+def _create_stream(nt: NodeType, rc: RunContext, args: BulkCreateArgs, job: _Job) -> tuple[Any, Any]:
+    """``(open, counts)`` of BulkCreate's stream on this backend, or ``(None, None)`` where it has none.
+
+    ``open()`` enters the dialect's stream; ``counts(stream, rows sent)`` is
+    ``(inserted, updated, skipped)`` once it is closed.
+    """
+    table, model, dialect, conn = nt.table, nt.model, job.dialect, rc.conn
+    assert table is not None and model is not None
+    if args.strategy != "fail_fast" or not dialect.bulk_streams:
+        return None, None
+    locate = not job.speed
+    if args.conflict == "error":
+        return (lambda: dialect.bulk_insert_stream(conn, table)), (lambda s, n: (s.count, 0, 0))
+    if args.conflict == "skip":
+        return ((lambda: dialect.bulk_upsert_stream(conn, table, (), (), locate=locate)),
+                (lambda s, n: (s.inserted, 0, n - s.inserted)))
+    if _lookup_upsert(nt):
+        return None, None
+    key = _conflict_key(model)
+    assert key is not None
+    update = tuple(c for c in table.insert_columns if c not in key and c not in ("id", "created_at"))
+    return ((lambda: dialect.bulk_upsert_stream(conn, table, key, update, locate=locate)),
+            (lambda s, n: (s.inserted, s.updated, 0)))
+
+
+class _Streams:
+    """At most one of a dialect's streams open at a time; another ``kind`` closes the open one first.
+
+    Closing a stream ends its statement (and merges a staging table): that is
+    where the database reports most errors, named here by record
+    (``_stream_errors``). Leaving the context closes the last stream, or
+    aborts it when an error is on its way out.
+    """
+
+    def __init__(self, dialect: Any) -> None:
+        self.dialect = dialect
+        self.kind: Any = None
+        self.stack: ExitStack | None = None
+        self.stream: Any = None
+        self.sent = 0
+        #: every closed stream and how many rows went into it
+        self.closed: list[tuple[Any, int]] = []
+
+    @property
+    def open(self) -> bool:
+        return self.stack is not None
+
+    def send(self, kind: Any, opener: Callable[[], Any], rows: Sequence[Any], start: int) -> None:
+        """Send ``rows`` (the first of which is ``records[start]``) into a stream of ``kind``."""
+        if self.stack is not None and kind != self.kind:
+            self.close()
+        if self.stack is None:
+            stack = ExitStack()
+            stack.enter_context(_stream_errors(self.dialect, start))
+            self.stream = stack.enter_context(opener())
+            self.stack, self.kind, self.sent = stack, kind, 0
+        self.stream.send(rows)
+        self.sent += len(rows)
+
+    def close(self) -> None:
+        stack, self.stack = self.stack, None
+        if stack is not None:
+            stack.close()
+            self.closed.append((self.stream, self.sent))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, etype: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if etype is None:
+            self.close()
+        elif self.stack is not None:
+            stack, self.stack = self.stack, None
+            stack.__exit__(etype, exc, tb)
+
+
 @contextmanager
-def _stream_errors(dialect: Any) -> Iterator[None]:
-    """Name the record a refused insert stream broke at (fail_fast: stream row i is records[i])."""
+def _stream_errors(dialect: Any, base: int) -> Iterator[None]:
+    """Name the record a refused stream broke at: under fail_fast, stream row i is records[base + i]."""
     try:
         yield
     except Exception as exc:
@@ -257,7 +331,7 @@ def _stream_errors(dialect: Any) -> Iterator[None]:
         if not isinstance(mapped, DatabaseError) or dialect.is_disconnect(exc) or dialect.is_transient(exc):
             raise
         pos = dialect.bulk_error_row(exc)
-        raise named_error(mapped, f"records[{pos}]" if pos is not None else "records") from exc
+        raise named_error(mapped, f"records[{base + pos}]" if pos is not None else f"records[{base}..]") from exc
 
 
 def _lookup_upsert(nt: NodeType) -> bool:
@@ -430,7 +504,7 @@ def _update_by_filter(nt: NodeType, rc: RunContext, args: BulkUpdateArgs) -> dic
     table = nt.table
     assert table is not None
     progress = Progress(nt, args.context, args.on_progress, None)
-    fields = {**args.fields, "updated_at": datetime.now(timezone.utc)}
+    fields = {**args.fields, "updated_at": datetime.now(UTC)}
     names = tuple(fields)
     expected = version_precheck(table, rc.conn, args.filter, rc.tenant)
     where, params = table.scoped_where(args.filter, rc.tenant)
@@ -467,7 +541,7 @@ def run_bulk_delete(nt: NodeType, rc: RunContext, args: BulkDeleteArgs) -> dict[
     table = nt.table
     assert table is not None
     progress = Progress(nt, args.context, args.on_progress, None)
-    sql, params = table.delete_statement(args.filter, rc.tenant, datetime.now(timezone.utc))  # soft: sets deleted_at
+    sql, params = table.delete_statement(args.filter, rc.tenant, datetime.now(UTC))  # soft: sets deleted_at
     deleted = table.dialect.execute(rc.conn, sql, params).rowcount
     progress.finish(deleted)
     return {"deleted": deleted}
@@ -524,23 +598,39 @@ def run_bulk_upsert(nt: NodeType, rc: RunContext, args: BulkUpsertArgs) -> dict[
 
     # Fields to update on a conflict: update_fields, else those every record of the chunk gives.
     writers: dict[tuple[str, ...], ChunkWriter] = {}
+    dialect, conn = job.dialect, rc.conn
+    staged = dialect.bulk_streams and not _lookup_upsert(nt)
     inserted = updated = 0
-    with job.chunks(prepare) as chunks:
+    with job.chunks(prepare) as chunks, _Streams(dialect) as streams:
         for chunk in chunks:
             if not key_given:  # the auto id cannot be a conflict key a record gives
                 raise ctx.error(f"each record must give the conflict key {list(key)}")
             p: Prepared = chunk.prepared
             given = args.update_fields or tuple(c for c in model.settable if c not in key and c in p.given)
-            writer = writers.get(given)
-            if writer is None:
-                writer = writers[given] = job.writer(_upsert_write(nt, rc, key, given), 2, "fail_fast")
-            (ins, upd), _ = writer(p.rows, p.indexes)
-            inserted += ins
-            updated += upd
+            if staged and (streams.open or len(chunk.items) == job.chunk_size):
+                streams.send(given, _upsert_opener(dialect, conn, table, key, given, not job.speed), p.rows,
+                             chunk.start)
+            else:
+                writer = writers.get(given)
+                if writer is None:
+                    writer = writers[given] = job.writer(_upsert_write(nt, rc, key, given), 2, "fail_fast")
+                (ins, upd), _ = writer(p.rows, p.indexes)
+                inserted += ins
+                updated += upd
             chunks.ack(chunk)
             job.progress.chunk(len(chunk.items), 0)
+    for stream, _sent in streams.closed:
+        inserted += stream.inserted
+        updated += stream.updated
     job.progress.finish()
     return {"inserted": inserted, "updated": updated}
+
+
+def _upsert_opener(dialect: Any, conn: Any, table: Any, key: tuple[str, ...], given: tuple[str, ...],
+                   locate: bool) -> Callable[[], Any]:
+    """``open()`` of the upsert stream that updates ``given`` (and ``updated_at``) on a conflict."""
+    update = (*given, "updated_at")
+    return lambda: dialect.bulk_upsert_stream(conn, table, key, update, locate=locate)
 
 
 def _upsert_write(nt: NodeType, rc: RunContext, key: tuple[str, ...],

@@ -11,7 +11,7 @@
   rows before it are written again, the rest is retried in halves), else into
   :data:`SPLIT` pieces. Eight pieces rather than halves: with 1% of 100,000
   records refused, MariaDB took 9 s instead of 21 s, and a lone bad record
-  costs no more (docs/adr/0005-bulk.md).
+  costs no more (docs/adr/0008-bulk.md).
 
 ``bulk_optimization_mode="speed"`` trades the per-record search for speed:
 no savepoint per chunk under ``fail_fast`` (the error names the record when

@@ -146,3 +146,19 @@ def test_multi_tenant_upsert_over_chunks_stays_in_its_tenant(db: DataFlow) -> No
     acme = bulk(db, "MemberListNode", {"filter": {"name": "acme 2"}, "count_only": True}, tenant="acme")
     globex = bulk(db, "MemberListNode", {"filter": {"name": "globex"}, "count_only": True}, tenant="globex")
     assert (acme["count"], globex["count"]) == (45, 60)
+
+
+def test_chunks_giving_different_fields_update_only_what_each_gives(items: DataFlow) -> None:
+    """Chunks whose records give different fields each update only those (a new merge per field set)."""
+    bulk(items, "ItemBulkCreateNode", {"records": [item(i, note="kept") for i in range(9)]})
+    records: list[dict[str, Any]] = [{"sku": f"k{i}", "name": "renamed"} for i in range(3)]
+    records += [{"sku": f"k{i}", "name": "requantified", "qty": 500 + i} for i in range(3, 6)]
+    records += [{"sku": f"k{i}", "name": "renamed again"} for i in range(6, 9)]
+    records += [{"sku": "fresh", "name": "new"}]
+    out = bulk(items, "ItemBulkUpsertNode", {"records": records, "conflict_on": ["sku"], "chunk_size": 3})
+    assert out == {"inserted": 1, "updated": 9}
+    rows = {r["sku"]: r for r in list_records(items, "Item")}
+    assert (rows["k1"]["name"], rows["k1"]["qty"], rows["k1"]["note"]) == ("renamed", 1, "kept")
+    assert (rows["k4"]["name"], rows["k4"]["qty"]) == ("requantified", 504)
+    assert (rows["k7"]["name"], rows["k7"]["qty"]) == ("renamed again", 7)
+    assert (rows["fresh"]["qty"], stored(items)) == (0, 10)
