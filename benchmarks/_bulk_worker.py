@@ -44,6 +44,8 @@ class Job:
         self.ddl: list[str] = spec.get("ddl", [])
         #: dialect class attributes to override, for tuning runs (bulk_chunk_size, bulk_overlap)
         self.knobs: dict[str, Any] = spec.get("knobs", {})
+        #: seconds to let the server finish the previous run's background work before timing
+        self.settle: float = spec.get("settle", 0.0)
 
     @property
     def columns(self) -> tuple[tuple[str, str], ...]:
@@ -363,9 +365,26 @@ def _count(job: Job) -> int:
         return int(cur.fetchone()[0])
 
 
+def _settle(job: Job) -> None:
+    """Start every contender from the same server state, whatever ran before it.
+
+    The run before this one (another contender) left dirty pages, and on
+    PostgreSQL an autovacuum of its new table that would land in this run's
+    timing. Autovacuum is switched off for the table, a CHECKPOINT writes the
+    dirty pages out, and then the server gets ``settle`` seconds of quiet.
+    """
+    file = "dataflow" if job.contender.startswith("dataflow") else "shared"
+    if job.engine.name == "postgresql":
+        job.engine.run(f"ALTER TABLE {job.table} SET (autovacuum_enabled = false)", "CHECKPOINT")
+    elif job.engine.name == "sqlite":
+        job.engine.run("PRAGMA wal_checkpoint(TRUNCATE)", file=file)
+    time.sleep(job.settle)
+
+
 def main(argv: list[str]) -> int:
     job = Job(json.loads(argv[0]))
     op = CONTENDERS[job.contender](job)
+    _settle(job)
     gc.collect()
     reset = _reset_peak()
     rss_before = _status_kb("VmRSS")

@@ -37,6 +37,13 @@ SIZES = {
 HUGE = (1_000_000, 3_000_000, 10_000_000)
 
 
+#: contender → the short name in its table's name (every contender writes a table of its own)
+_SHORT = {"raw": "raw", "raw_generator": "rawgen", "dataflow": "df", "dataflow_speed": "dfspeed",
+          "sqlalchemy_core": "sacore", "sqlalchemy_orm": "saorm", "django": "django"}
+#: seconds between runs for the server's background work (flushing, purge) to finish
+SETTLE = 1.0
+
+
 def _contenders(cfg: Config, engine: Engine) -> list[tuple[str, str]]:
     out = [(engine.raw_label, "raw"), ("DataFlow", "dataflow"), ("DataFlow (speed)", "dataflow_speed")]
     if cfg.peers:
@@ -97,9 +104,10 @@ def _mb(kb: float) -> str:
     return f"{kb / 1024:.0f}"
 
 
-def _job(engine: Engine, scenario: str, key: str, table: str, n: int, rep: int, ddl_sql: list[str]) -> dict[str, Any]:
+def _job(engine: Engine, scenario: str, key: str, table: str, n: int, rep: int, ddl_sql: list[str],
+         settle: float = SETTLE) -> dict[str, Any]:
     return {"engine": engine.name, "url": engine.url, "workdir": str(engine.workdir), "scenario": scenario,
-            "contender": key, "table": table, "n": n, "rep": rep, "ddl": ddl_sql}
+            "contender": key, "table": table, "n": n, "rep": rep, "ddl": ddl_sql, "settle": settle}
 
 
 def measure_scenario(engine: Engine, cfg: Config, scenario: str) -> Group:
@@ -107,7 +115,7 @@ def measure_scenario(engine: Engine, cfg: Config, scenario: str) -> Group:
     if cfg.quick:
         n //= 10
     contenders = _contenders(cfg, engine)
-    tables = {key: engine.table(f"bk{scenario[:2]}_{key.replace('_', '')[:8]}") for _, key in contenders}
+    tables = {key: engine.table(f"bk{scenario[:2]}_{_SHORT[key]}") for _, key in contenders}
     outcomes = {key: Outcome(name, _note(key, engine.name, scenario)) for name, key in contenders}
     raw_ddl = ddl(engine, tables["raw"], keyed=scenario == "upsert")
     stats: dict[str, list[dict[str, Any]]] = {key: [] for _, key in contenders}
@@ -116,7 +124,8 @@ def measure_scenario(engine: Engine, cfg: Config, scenario: str) -> Group:
             live = [(name, key) for name, key in contenders if outcomes[key].error is None]
             shift = rep % len(live) if live else 0
             for _, key in live[shift:] + live[:shift]:
-                job = _job(engine, scenario, key, tables[key], n, rep, raw_ddl if key == "raw" else [])
+                job = _job(engine, scenario, key, tables[key], n, rep, raw_ddl if key == "raw" else [],
+                           settle=0.2 if cfg.quick else SETTLE)
                 try:
                     result = run_worker(job)
                 except Exception as exc:  # noqa: BLE001 - reported in the contender's row
@@ -147,7 +156,7 @@ def measure_huge(engine: Engine, cfg: Config) -> Group:
     outcomes = []
     for label, key in ((engine.raw_label + " (generator)", "raw_generator"), ("DataFlow (generator)", "dataflow")):
         for n in sizes:
-            table = engine.table(f"bkhuge_{key.replace('_', '')[:8]}")
+            table = engine.table(f"bkhuge_{_SHORT[key]}")
             outcome = Outcome(f"{label}, {n:,} rows", "COPY from the generator" if key == "raw_generator" else "")
             try:
                 result = run_worker(_job(engine, "huge", key, table, n, 0, ddl(engine, table, keyed=False)),
