@@ -111,13 +111,18 @@ class Dialect(BulkPaths, abc.ABC):
 
     # -- identifiers and types -------------------------------------------
 
-    @abc.abstractmethod
+    #: column type per Python type; bind and result converters per Python type
+    column_types: ClassVar[dict[type, str]] = {}
+    binders: ClassVar[dict[type, Converter]] = {}
+    readers: ClassVar[dict[type, Converter]] = {}
+
     def quote(self, name: str) -> str:
         """Quote an identifier that already passed the model's name check."""
+        return f'"{name}"'
 
-    @abc.abstractmethod
     def column_type(self, field: FieldSpec) -> str:
         """The column type for ``field`` (without NULL / NOT NULL)."""
+        return self.column_types[field.type]
 
     @abc.abstractmethod
     def primary_key_ddl(self, field: FieldSpec) -> str:
@@ -125,11 +130,11 @@ class Dialect(BulkPaths, abc.ABC):
 
     def bind_converter(self, py_type: type) -> Converter | None:
         """A function turning a Python value into what the driver binds, or None."""
-        return None
+        return self.binders.get(py_type)
 
     def result_converter(self, py_type: type) -> Converter | None:
         """A function turning what the driver returns into the declared type, or None."""
-        return None
+        return self.readers.get(py_type)
 
     # -- DDL ---------------------------------------------------------------
 

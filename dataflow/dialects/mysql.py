@@ -95,6 +95,10 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
 class MySQLDialect(MySQLBulk, Dialect):
     """MariaDB 10.5+ (and MySQL, minus the MariaDB-only DDL) on PyMySQL."""
 
+    column_types = _TYPES
+    binders = _BIND
+    readers = _RESULT
+
     name = "mysql"
     placeholder = "%s"
     insert_returning = False  # lastrowid comes free in the OK packet
@@ -155,12 +159,6 @@ class MySQLDialect(MySQLBulk, Dialect):
     def add_column_sql(self, model: ModelSpec, field: FieldSpec) -> str:
         ddl = f"{self.quote(field.name)} {self._column_type(field, field.name in _keyed_columns(model))} NULL"
         return f"ALTER TABLE {self.quote(model.table)} ADD COLUMN {ddl}"
-
-    def bind_converter(self, py_type: type) -> Converter | None:
-        return _BIND.get(py_type)
-
-    def result_converter(self, py_type: type) -> Converter | None:
-        return _RESULT.get(py_type)
 
     def existing_columns(self, conn: Any, table: str) -> set[str] | None:
         rows = self.execute(

@@ -76,6 +76,10 @@ _RESULT: dict[type, Converter] = {
 class SQLiteDialect(SQLiteBulk, Dialect):
     """SQLite 3.35+ (for RETURNING)."""
 
+    column_types = _TYPES
+    binders = _BIND
+    readers = _RESULT
+
     name = "sqlite"
     placeholder = "?"
     insert_returning = False
@@ -112,22 +116,10 @@ class SQLiteDialect(SQLiteBulk, Dialect):
 
     # -- identifiers and types
 
-    def quote(self, name: str) -> str:
-        return f'"{name}"'
-
-    def column_type(self, field: FieldSpec) -> str:
-        return _TYPES[field.type]
-
     def primary_key_ddl(self, field: FieldSpec) -> str:
         if field.auto:
             return f'{self.quote(field.name)} INTEGER PRIMARY KEY'
         return f"{self.quote(field.name)} {self.column_type(field)} PRIMARY KEY NOT NULL"
-
-    def bind_converter(self, py_type: type) -> Converter | None:
-        return _BIND.get(py_type)
-
-    def result_converter(self, py_type: type) -> Converter | None:
-        return _RESULT.get(py_type)
 
     def existing_columns(self, conn: Any, table: str) -> set[str] | None:
         rows = conn.execute("SELECT name FROM pragma_table_info(?)", (table,)).fetchall()
