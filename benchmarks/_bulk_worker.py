@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ def raw(job: Job) -> Op:
     engine.drop(table)
     engine.run(*job.ddl)
     names = [c for c, _ in job.columns]
-    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # stored as text, as DataFlow does
+    now = datetime.now(UTC).isoformat(timespec="microseconds")  # stored as text, as DataFlow does
     records = job.records()
     cols = ", ".join([*names, "created_at", "updated_at"])
     p = engine.param
@@ -215,7 +215,7 @@ def raw_generator(job: Job) -> Op:
     engine.drop(job.table)
     engine.run(*job.ddl)
     conn = engine.connect()
-    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
 
     def copy(cur: Any) -> None:
         with cur.copy(f"COPY {job.table} (name, price, stock, created_at, updated_at) FROM STDIN (FORMAT BINARY)") as cp:
