@@ -158,9 +158,18 @@ class Dialect(BulkPaths, abc.ABC):
         cols = ", ".join(self.quote(c) for c in index.fields)
         return f"CREATE {unique}INDEX IF NOT EXISTS {self.quote(index.name)} ON {self.quote(model.table)} ({cols})"
 
-    @abc.abstractmethod
+    #: the SQL expression naming the schema (database) tables live in
+    current_schema: ClassVar[str] = "current_schema()"
+
     def existing_columns(self, conn: Any, table: str) -> set[str] | None:
         """The table's column names, or None when the table does not exist."""
+        rows = self.execute(
+            conn,
+            "SELECT column_name FROM information_schema.columns"
+            f" WHERE table_schema = {self.current_schema} AND table_name = {self.placeholder}",
+            (table,),
+        ).fetchall()
+        return {r[0] for r in rows} or None
 
     # -- expressions ---------------------------------------------------------
 

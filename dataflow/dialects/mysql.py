@@ -98,6 +98,7 @@ class MySQLDialect(MySQLBulk, Dialect):
     column_types = _TYPES
     binders = _BIND
     readers = _RESULT
+    current_schema = "DATABASE()"
 
     name = "mysql"
     placeholder = "%s"
@@ -159,15 +160,6 @@ class MySQLDialect(MySQLBulk, Dialect):
     def add_column_sql(self, model: ModelSpec, field: FieldSpec) -> str:
         ddl = f"{self.quote(field.name)} {self._column_type(field, field.name in _keyed_columns(model))} NULL"
         return f"ALTER TABLE {self.quote(model.table)} ADD COLUMN {ddl}"
-
-    def existing_columns(self, conn: Any, table: str) -> set[str] | None:
-        rows = self.execute(
-            conn,
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = DATABASE() AND table_name = %s",
-            (table,),
-        ).fetchall()
-        return {r[0] for r in rows} or None
 
     # -- expressions
 
