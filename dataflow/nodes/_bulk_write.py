@@ -62,20 +62,14 @@ class ChunkWriter:
     # -- fail_fast
 
     def _fail_fast(self, rows: Sequence[Any], indexes: Sequence[int]) -> Counts:
-        sp = self.dialect.execute
-        sp(self.conn, f"SAVEPOINT {_SP}")
-        try:
-            counts = self.write(rows)
-        except Exception as exc:
-            mapped = self._refused(exc)
-            pos = self.dialect.bulk_error_row(exc)
-            if pos is None or not 0 <= pos < len(rows):
-                sp(self.conn, f"ROLLBACK TO SAVEPOINT {_SP}")
-                sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
-                pos, exc, mapped = self._first_bad(rows, exc, mapped)
-            raise named_error(mapped, f"records[{indexes[pos]}]") from exc
-        sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
-        return counts
+        counts, failure = self._attempt(rows)
+        if failure is None:
+            return counts
+        exc, mapped = failure
+        pos = self.dialect.bulk_error_row(exc)
+        if pos is None or not 0 <= pos < len(rows):
+            pos, exc, mapped = self._first_bad(rows, exc, mapped)
+        raise named_error(mapped, f"records[{indexes[pos]}]") from exc
 
     def _fail_fast_speed(self, rows: Sequence[Any], indexes: Sequence[int]) -> Counts:
         try:
@@ -105,22 +99,10 @@ class ChunkWriter:
         return lo, exc, mapped
 
     def _try(self, rows: Sequence[Any]) -> tuple[Exception, DatabaseError] | None:
-        sp = self.dialect.execute
-        sp(self.conn, f"SAVEPOINT {_SP}")
-        try:
-            self.write(rows)
-        except Exception as exc:  # noqa: BLE001 - _refused re-raises all but a refused row
-            mapped = self._refused(exc)
-            sp(self.conn, f"ROLLBACK TO SAVEPOINT {_SP}")
-            sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
-            return exc, mapped
-        sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
-        return None
+        return self._attempt(rows)[1]
 
-    # -- continue
-
-    def _isolating(self, rows: Sequence[Any], indexes: Sequence[int]) -> tuple[Counts, list[dict[str, Any]]]:
-        """Write ``rows``; if refused, split until each row landed or is reported."""
+    def _attempt(self, rows: Sequence[Any]) -> tuple[Any, tuple[Exception, DatabaseError] | None]:
+        """Write ``rows`` under a savepoint: (counts, None), or (None, (error, mapped)) rolled back."""
         sp = self.dialect.execute
         sp(self.conn, f"SAVEPOINT {_SP}")
         try:
@@ -129,6 +111,17 @@ class ChunkWriter:
             mapped = self._refused(exc)
             sp(self.conn, f"ROLLBACK TO SAVEPOINT {_SP}")
             sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
+            return None, (exc, mapped)
+        sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
+        return counts, None
+
+    # -- continue
+
+    def _isolating(self, rows: Sequence[Any], indexes: Sequence[int]) -> tuple[Counts, list[dict[str, Any]]]:
+        """Write ``rows``; if refused, split until each row landed or is reported."""
+        counts, failure = self._attempt(rows)
+        if failure is not None:
+            exc, mapped = failure
             if len(rows) == 1:
                 return self.zero, [{"index": indexes[0], "error": str(mapped)}]
             pos = self.dialect.bulk_error_row(exc)
@@ -151,22 +144,14 @@ class ChunkWriter:
                     total = _add(total, counts)
                     errors.extend(bad)
             return total, errors
-        sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
         return counts, []
 
     def _chunkwise(self, rows: Sequence[Any], indexes: Sequence[int]) -> tuple[Counts, list[dict[str, Any]]]:
         """Write ``rows``; if refused, roll the chunk back and report every record of it."""
-        sp = self.dialect.execute
-        sp(self.conn, f"SAVEPOINT {_SP}")
-        try:
-            counts = self.write(rows)
-        except Exception as exc:  # noqa: BLE001 - _refused re-raises all but a refused row
-            mapped = self._refused(exc)
-            sp(self.conn, f"ROLLBACK TO SAVEPOINT {_SP}")
-            sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
-            message = f"chunk records[{indexes[0]}..{indexes[-1]}] refused: {mapped}"
+        counts, failure = self._attempt(rows)
+        if failure is not None:
+            message = f"chunk records[{indexes[0]}..{indexes[-1]}] refused: {failure[1]}"
             return self.zero, [{"index": i, "error": message} for i in indexes]
-        sp(self.conn, f"RELEASE SAVEPOINT {_SP}")
         return counts, []
 
     # -- errors
